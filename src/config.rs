@@ -1,0 +1,716 @@
+//! Typed configuration: a TOML file, overridden by `PORTCULLIS__SECTION__KEY` environment
+//! variables, overridden by CLI flags. Everything is validated once, here, before any socket
+//! is bound; an error names the key and the reason (`server.upstream_timeout: ...`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::secret::Secret;
+
+/// A configuration problem: which key, and why. Printed as `key: reason`.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Overrides taken from the command line; they win over file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct CliOverrides {
+    pub listen: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub oidc: Option<OidcConfig>,
+    pub session: Option<SessionConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub tls: Option<TlsFiles>,
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_uri_length: usize,
+    pub trust_forwarded_headers: bool,
+    pub allowed_redirect_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("expected \"text\" or \"json\", got {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+    /// Whether the per-request log line carries the user's subject.
+    pub log_user: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: Url,
+    pub client_id: String,
+    /// `None` for a public client (no client authentication at the token endpoint).
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+    pub groups_claim: String,
+    pub discovery_retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// First seals, all open (rotation).
+    pub secrets: Vec<Secret>,
+    pub cookie_secure: bool,
+    pub max_sessions: u64,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub login_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub host: Option<String>,
+    pub path: String,
+    pub upstream: Url,
+    pub public: bool,
+    pub preserve_host: bool,
+}
+
+// ---- raw, as written by the operator ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    log: RawLog,
+    oidc: Option<RawOidc>,
+    session: Option<RawSession>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    upstream_timeout: Option<String>,
+    connect_timeout: Option<String>,
+    drain_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+    max_uri_length: Option<usize>,
+    trust_forwarded_headers: Option<bool>,
+    allowed_redirect_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    filter: Option<String>,
+    log_user: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    scopes: Option<Vec<String>>,
+    groups_claim: Option<String>,
+    discovery_retry_max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    secret: Option<OneOrMany>,
+    secret_file: Option<PathBuf>,
+    cookie_secure: Option<bool>,
+    store: Option<String>,
+    max_sessions: Option<u64>,
+    idle_timeout: Option<String>,
+    absolute_timeout: Option<String>,
+    login_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: Option<String>,
+    path: Option<String>,
+    upstream: Option<String>,
+    public: Option<bool>,
+    preserve_host: Option<bool>,
+}
+
+/// Minimum length of a session secret, in bytes (DESIGN: at least 32).
+const MIN_SECRET_BYTES: usize = 32;
+
+impl Config {
+    /// Loads the file, applies environment and CLI overrides, and validates everything.
+    pub fn load(path: &Path, cli: &CliOverrides) -> Result<Config, ConfigError> {
+        let file_text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::from_toml_with_env(&file_text, cli)
+    }
+
+    /// Parses TOML text plus the process environment (used by `load` and by `demo`).
+    pub fn from_toml_with_env(text: &str, cli: &CliOverrides) -> Result<Config, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("PORTCULLIS")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("oidc.scopes")
+                    .with_list_parse_key("server.allowed_redirect_hosts")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| ConfigError::new("config", clean_config_error(&e)))?;
+        let raw: RawConfig = built
+            .try_deserialize()
+            .map_err(|e| config_error_from_serde(&e))?;
+        raw.validate(cli)
+    }
+}
+
+/// The `config` crate reports unknown fields as "unknown field `x`, expected ... for key `y`";
+/// turn that into `y.x: unknown key`.
+fn config_error_from_serde(e: &config::ConfigError) -> ConfigError {
+    let text = clean_config_error(e);
+    if let Some(rest) = text.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or("");
+        let section = text
+            .rsplit_once("for key `")
+            .map(|(_, k)| k.trim_end_matches('`').trim_end_matches("` in the file"))
+            .map(|k| k.split('`').next().unwrap_or(k))
+            .unwrap_or("");
+        let key = if section.is_empty() {
+            field.to_string()
+        } else {
+            format!("{section}.{field}")
+        };
+        return ConfigError::new(key, "unknown key");
+    }
+    if let Some((reason, key)) = text.rsplit_once(" for key `") {
+        let key = key.split('`').next().unwrap_or(key);
+        return ConfigError::new(key, reason);
+    }
+    ConfigError::new("config", text)
+}
+
+fn clean_config_error(e: &config::ConfigError) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+fn parse_duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+            ConfigError::new(
+                key,
+                format!("{text:?} is not a duration ({e}); write e.g. \"90s\", \"5m\", \"8h\""),
+            )
+        }),
+    }
+}
+
+/// Reads a secret either inline or from a file (trailing newline trimmed); never both.
+fn read_secret(
+    key: &str,
+    inline: Option<String>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            key,
+            format!("set either {key} or {key}_file, not both"),
+        )),
+        (Some(value), None) => Ok(Some(Secret::new(value))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(format!("{key}_file"), format!("cannot read {}: {e}", path.display()))
+            })?;
+            Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl RawConfig {
+    fn validate(self, cli: &CliOverrides) -> Result<Config, ConfigError> {
+        let server = self.server.validate(cli)?;
+        let log = LogConfig {
+            format: cli.log_format.or(self.log.format).unwrap_or_default(),
+            filter: self.log.filter.unwrap_or_else(|| "info".to_string()),
+            log_user: self.log.log_user.unwrap_or(true),
+        };
+        tracing_subscriber::EnvFilter::try_new(&log.filter)
+            .map_err(|e| ConfigError::new("log.filter", e.to_string()))?;
+        let oidc = self.oidc.map(RawOidc::validate).transpose()?;
+        let session = self.session.map(RawSession::validate).transpose()?;
+        let routes = self
+            .route
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.validate(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(i) = routes.iter().position(|r| !r.public) {
+            if oidc.is_none() {
+                return Err(ConfigError::new(
+                    format!("route[{i}].public"),
+                    "the route needs login but [oidc] is not configured (set public = true or add [oidc])",
+                ));
+            }
+        }
+        if oidc.is_some() && session.is_none() {
+            return Err(ConfigError::new(
+                "session",
+                "[oidc] is configured but [session] (with a secret) is missing",
+            ));
+        }
+        if let Some(session) = &session {
+            if session.cookie_secure && server.public_url.scheme() != "https" {
+                return Err(ConfigError::new(
+                    "session.cookie_secure",
+                    "true requires an https server.public_url (browsers drop Secure cookies on http); set cookie_secure = false for plain-http local development",
+                ));
+            }
+        }
+        Ok(Config {
+            server,
+            log,
+            oidc,
+            session,
+            routes,
+        })
+    }
+}
+
+impl RawServer {
+    fn validate(self, cli: &CliOverrides) -> Result<ServerConfig, ConfigError> {
+        let listen_text = cli
+            .listen
+            .clone()
+            .or(self.listen)
+            .unwrap_or_else(|| "127.0.0.1:4180".to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!("{listen_text:?} is not host:port (e.g. 127.0.0.1:4180 or [::1]:4180)"),
+            )
+        })?;
+        let public_url_text = self
+            .public_url
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let public_url = parse_http_url("server.public_url", &public_url_text)?;
+        let tls = match (self.tls_cert_file, self.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => {
+                crate::server::load_tls_config(&cert_file, &key_file)?;
+                Some(TlsFiles { cert_file, key_file })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new("server.tls_key_file", "missing: tls_cert_file is set"))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new("server.tls_cert_file", "missing: tls_key_file is set"))
+            }
+        };
+        let max_header_bytes = self.max_header_bytes.unwrap_or(16 * 1024);
+        if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+            return Err(ConfigError::new(
+                "server.max_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        let max_uri_length = self.max_uri_length.unwrap_or(8192);
+        if !(256..=1024 * 1024).contains(&max_uri_length) {
+            return Err(ConfigError::new(
+                "server.max_uri_length",
+                "must be between 256 and 1048576",
+            ));
+        }
+        Ok(ServerConfig {
+            listen,
+            public_url,
+            tls,
+            upstream_timeout: parse_duration(
+                "server.upstream_timeout",
+                self.upstream_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+            connect_timeout: parse_duration(
+                "server.connect_timeout",
+                self.connect_timeout.as_deref(),
+                Duration::from_secs(5),
+            )?,
+            drain_timeout: parse_duration(
+                "server.drain_timeout",
+                self.drain_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+            max_header_bytes,
+            max_uri_length,
+            trust_forwarded_headers: self.trust_forwarded_headers.unwrap_or(false),
+            allowed_redirect_hosts: self.allowed_redirect_hosts.unwrap_or_default(),
+        })
+    }
+}
+
+impl RawOidc {
+    fn validate(self) -> Result<OidcConfig, ConfigError> {
+        let issuer_text = self
+            .issuer
+            .ok_or_else(|| ConfigError::new("oidc.issuer", "missing"))?;
+        let issuer = parse_http_url("oidc.issuer", &issuer_text)?;
+        let client_id = self
+            .client_id
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ConfigError::new("oidc.client_id", "missing"))?;
+        let client_secret = read_secret(
+            "oidc.client_secret",
+            self.client_secret,
+            self.client_secret_file.as_deref(),
+        )?;
+        let scopes = self.scopes.unwrap_or_else(|| {
+            ["openid", "email", "profile", "offline_access"]
+                .map(String::from)
+                .to_vec()
+        });
+        if !scopes.iter().any(|s| s == "openid") {
+            return Err(ConfigError::new("oidc.scopes", "must include \"openid\""));
+        }
+        Ok(OidcConfig {
+            issuer,
+            client_id,
+            client_secret,
+            scopes,
+            groups_claim: self.groups_claim.unwrap_or_else(|| "groups".to_string()),
+            discovery_retry_max: parse_duration(
+                "oidc.discovery_retry_max",
+                self.discovery_retry_max.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        })
+    }
+}
+
+impl RawSession {
+    fn validate(self) -> Result<SessionConfig, ConfigError> {
+        let inline = match self.secret {
+            None => None,
+            Some(OneOrMany::One(s)) => Some(vec![s]),
+            Some(OneOrMany::Many(list)) => Some(list),
+        };
+        let secrets: Vec<Secret> = match (inline, self.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "session.secret",
+                    "set either session.secret or session.secret_file, not both",
+                ))
+            }
+            (Some(list), None) => list.into_iter().map(Secret::new).collect(),
+            (None, Some(path)) => {
+                // One secret per line; the first seals.
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::new(
+                        "session.secret_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| Secret::new(l.to_string()))
+                    .collect()
+            }
+            (None, None) => Vec::new(),
+        };
+        if secrets.is_empty() {
+            return Err(ConfigError::new(
+                "session.secret",
+                "missing: set session.secret or session.secret_file (at least 32 bytes, e.g. `openssl rand -base64 48`)",
+            ));
+        }
+        if let Some(i) = secrets.iter().position(|s| s.expose().len() < MIN_SECRET_BYTES) {
+            return Err(ConfigError::new(
+                "session.secret",
+                format!("secret #{i} is shorter than {MIN_SECRET_BYTES} bytes"),
+            ));
+        }
+        match self.store.as_deref() {
+            None | Some("memory") => {}
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "session.store",
+                    format!("{other:?} is not supported (supported: \"memory\")"),
+                ))
+            }
+        }
+        let max_sessions = self.max_sessions.unwrap_or(1_000_000);
+        if max_sessions == 0 {
+            return Err(ConfigError::new("session.max_sessions", "must be at least 1"));
+        }
+        Ok(SessionConfig {
+            secrets,
+            cookie_secure: self.cookie_secure.unwrap_or(true),
+            max_sessions,
+            idle_timeout: parse_duration(
+                "session.idle_timeout",
+                self.idle_timeout.as_deref(),
+                Duration::from_secs(8 * 3600),
+            )?,
+            absolute_timeout: parse_duration(
+                "session.absolute_timeout",
+                self.absolute_timeout.as_deref(),
+                Duration::from_secs(24 * 3600),
+            )?,
+            login_timeout: parse_duration(
+                "session.login_timeout",
+                self.login_timeout.as_deref(),
+                Duration::from_secs(600),
+            )?,
+        })
+    }
+}
+
+impl RawRoute {
+    fn validate(self, index: usize) -> Result<RouteConfig, ConfigError> {
+        let key = |k: &str| format!("route[{index}].{k}");
+        let upstream_text = self
+            .upstream
+            .ok_or_else(|| ConfigError::new(key("upstream"), "missing"))?;
+        let upstream = parse_http_url(&key("upstream"), &upstream_text)?;
+        if upstream.query().is_some() || upstream.fragment().is_some() {
+            return Err(ConfigError::new(
+                key("upstream"),
+                "must not have a query or fragment",
+            ));
+        }
+        let path = self.path.unwrap_or_else(|| "/".to_string());
+        if !path.starts_with('/') {
+            return Err(ConfigError::new(key("path"), "must start with /"));
+        }
+        let host = match self.host {
+            None => None,
+            Some(h) if h == "*" => None,
+            Some(h) => {
+                let h = h.to_ascii_lowercase();
+                let bare = h.strip_prefix("*.").unwrap_or(&h);
+                if bare.is_empty()
+                    || !bare
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    return Err(ConfigError::new(
+                        key("host"),
+                        format!("{h:?} is not a host name, \"*\" or \"*.example.com\""),
+                    ));
+                }
+                Some(h)
+            }
+        };
+        Ok(RouteConfig {
+            host,
+            path: crate::routes::normalize_path(&path).into_owned(),
+            upstream,
+            public: self.public.unwrap_or(false),
+            preserve_host: self.preserve_host.unwrap_or(false),
+        })
+    }
+}
+
+fn parse_http_url(key: &str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text)
+        .map_err(|e| ConfigError::new(key, format!("{text:?} is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new(
+            key,
+            format!("{text:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(key, "must not contain user:password@"));
+    }
+    Ok(url)
+}
+
+impl std::fmt::Display for Config {
+    /// The effective configuration as TOML-like text, with every secret redacted
+    /// (what `portcullis check-config` prints).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.server;
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        writeln!(f, "[server]")?;
+        writeln!(f, "listen = \"{}\"", s.listen)?;
+        writeln!(f, "public_url = \"{}\"", s.public_url)?;
+        if let Some(tls) = &s.tls {
+            writeln!(f, "tls_cert_file = {:?}", tls.cert_file)?;
+            writeln!(f, "tls_key_file = {:?}", tls.key_file)?;
+        }
+        writeln!(f, "upstream_timeout = \"{}\"", d(s.upstream_timeout))?;
+        writeln!(f, "connect_timeout = \"{}\"", d(s.connect_timeout))?;
+        writeln!(f, "drain_timeout = \"{}\"", d(s.drain_timeout))?;
+        writeln!(f, "max_header_bytes = {}", s.max_header_bytes)?;
+        writeln!(f, "max_uri_length = {}", s.max_uri_length)?;
+        writeln!(f, "trust_forwarded_headers = {}", s.trust_forwarded_headers)?;
+        writeln!(f, "allowed_redirect_hosts = {:?}", s.allowed_redirect_hosts)?;
+        writeln!(f, "\n[log]")?;
+        let format = match self.log.format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        writeln!(f, "format = \"{format}\"")?;
+        writeln!(f, "filter = {:?}", self.log.filter)?;
+        writeln!(f, "log_user = {}", self.log.log_user)?;
+        if let Some(o) = &self.oidc {
+            writeln!(f, "\n[oidc]")?;
+            writeln!(f, "issuer = \"{}\"", o.issuer)?;
+            writeln!(f, "client_id = {:?}", o.client_id)?;
+            match &o.client_secret {
+                Some(_) => writeln!(f, "client_secret = \"[redacted]\"")?,
+                None => writeln!(f, "# client_secret: none (public client)")?,
+            }
+            writeln!(f, "scopes = {:?}", o.scopes)?;
+            writeln!(f, "groups_claim = {:?}", o.groups_claim)?;
+            writeln!(f, "discovery_retry_max = \"{}\"", d(o.discovery_retry_max))?;
+        }
+        if let Some(se) = &self.session {
+            writeln!(f, "\n[session]")?;
+            writeln!(f, "secret = [{}]", vec!["\"[redacted]\""; se.secrets.len()].join(", "))?;
+            writeln!(f, "cookie_secure = {}", se.cookie_secure)?;
+            writeln!(f, "store = \"memory\"")?;
+            writeln!(f, "max_sessions = {}", se.max_sessions)?;
+            writeln!(f, "idle_timeout = \"{}\"", d(se.idle_timeout))?;
+            writeln!(f, "absolute_timeout = \"{}\"", d(se.absolute_timeout))?;
+            writeln!(f, "login_timeout = \"{}\"", d(se.login_timeout))?;
+        }
+        for r in &self.routes {
+            writeln!(f, "\n[[route]]")?;
+            writeln!(f, "host = {:?}", r.host.as_deref().unwrap_or("*"))?;
+            writeln!(f, "path = {:?}", r.path)?;
+            writeln!(f, "upstream = \"{}\"", r.upstream)?;
+            writeln!(f, "public = {}", r.public)?;
+            writeln!(f, "preserve_host = {}", r.preserve_host)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(text, &CliOverrides::default())
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load("[server]\nlisen = \"127.0.0.1:1\"\n").unwrap_err();
+        assert_eq!(err.key, "server.lisen", "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let err = load("[server]\nupstream_timeout = \"ten\"\n").unwrap_err();
+        assert_eq!(err.key, "server.upstream_timeout");
+    }
+
+    #[test]
+    fn route_without_upstream_is_rejected() {
+        let err = load("[[route]]\npath = \"/\"\npublic = true\n").unwrap_err();
+        assert_eq!(err.key, "route[0].upstream");
+    }
+
+    #[test]
+    fn protected_route_needs_oidc() {
+        let err = load("[[route]]\nupstream = \"http://127.0.0.1:1\"\n").unwrap_err();
+        assert_eq!(err.key, "route[0].public");
+    }
+
+    #[test]
+    fn short_session_secret_is_rejected() {
+        let err = load(
+            "[oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"c\"\n[session]\nsecret = \"short\"\ncookie_secure = false\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "session.secret");
+    }
+
+    #[test]
+    fn secret_list_and_redaction() {
+        let cfg = load(
+            "[oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"c\"\nclient_secret = \"topsecretvalue\"\n[session]\nsecret = [\"0123456789abcdef0123456789abcdef\", \"fedcba9876543210fedcba9876543210\"]\ncookie_secure = false\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.session.as_ref().unwrap().secrets.len(), 2);
+        let shown = cfg.to_string();
+        assert!(!shown.contains("topsecretvalue"));
+        assert!(!shown.contains("0123456789abcdef"));
+    }
+}

@@ -1,0 +1,125 @@
+//! `GET /oauth2/callback`: completes a login. Checks `state` (constant time) against the
+//! login cookie, the IdP's `error`, RFC 9207 `iss`, exchanges the code with the PKCE
+//! verifier, validates the ID token, and creates a session under a fresh id. The login
+//! cookie is cleared on every outcome; a replayed `state` is refused before the IdP is asked.
+
+use http::header;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{page, query_params, single};
+use crate::errors::{Error, Kind};
+use crate::gateway::{Auth, RequestInfo};
+use crate::oidc::login::PendingLogin;
+use crate::proxy::Body;
+use crate::secret::constant_time_eq;
+use crate::session::model::now;
+use crate::session::{crypto::SessionId, find_cookie, Session};
+
+pub async fn handle(auth: &Auth, req: &Request<Incoming>, info: &RequestInfo<'_>) -> Response<Body> {
+    let params = query_params(req.uri().query());
+    let state = single(&params, "state").ok().flatten().map(str::to_owned);
+    let mut resp = match complete(auth, req, &params, state.as_deref()).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::info!(event = "login_failed", request_id = info.request_id, reason = %e, "login failed");
+            e.to_response(info.request_id, true)
+        }
+    };
+    if let Some(clear) = state.as_deref().and_then(|s| auth.login_cookies.clear(s)) {
+        resp.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    // The callback URL carries the code: it must not leak through Referer.
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+async fn complete(
+    auth: &Auth,
+    req: &Request<Incoming>,
+    params: &[(String, String)],
+    state: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    let oidc = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
+    let state = state.ok_or_else(|| Error::new(Kind::BadRequest("the login response has no state")))?;
+    let unknown = || Error::new(Kind::BadRequest("unknown, expired or already used login; please sign in again"));
+    let payload = auth.login_cookies.open(req.headers(), state).ok_or_else(unknown)?;
+    let pending: PendingLogin = serde_json::from_str(&payload).map_err(|_| unknown())?;
+    if !constant_time_eq(pending.state.as_bytes(), state.as_bytes()) {
+        return Err(unknown());
+    }
+    if now().saturating_sub(pending.started_at) > auth.login_timeout.as_secs() {
+        return Err(unknown());
+    }
+    // One completion per state, even with a copy of the cookie.
+    if !auth.consume_state(state) {
+        return Err(unknown());
+    }
+
+    if let Some(error) = single(params, "error")? {
+        let code: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        tracing::info!(event = "login_failed", idp_error = %code, "identity provider returned an error");
+        let message = format!(
+            "The identity provider did not sign you in (error: {code}). You can try again."
+        );
+        return Ok(page::html_response(
+            StatusCode::FORBIDDEN,
+            page::render("Sign-in was not completed", &message, ""),
+        ));
+    }
+
+    // RFC 9207 §2.4: when the IdP promises `iss`, it must be there and be this issuer.
+    match single(params, "iss")? {
+        Some(iss) if iss == oidc.issuer() => {}
+        Some(_) => return Err(Error::new(Kind::BadRequest("the login response came from another issuer"))),
+        None if oidc.requires_iss_parameter() => {
+            return Err(Error::new(Kind::BadRequest("the login response names no issuer")))
+        }
+        None => {}
+    }
+
+    let code = single(params, "code")?
+        .ok_or_else(|| Error::new(Kind::BadRequest("the login response has no code")))?
+        .to_string();
+    let return_to = pending.return_to.clone();
+    let tokens = pending.complete(code, oidc).await?;
+
+    // No fixation: whatever session the browser had is ended; the new one gets a fresh id.
+    let old = find_cookie(req.headers(), auth.sessions.cookie_name()).and_then(SessionId::from_cookie);
+    if let Some(old) = old {
+        auth.sessions
+            .delete(&old)
+            .await
+            .map_err(|e| Error::with_source(Kind::Internal, e))?;
+    }
+    let now = now();
+    let session = Session {
+        sub: tokens.claims.sub,
+        email: tokens.claims.email,
+        name: tokens.claims.name,
+        groups: tokens.claims.groups,
+        sid: tokens.claims.sid,
+        access_token: tokens.access_token,
+        access_expires_at: tokens.access_expires_at,
+        refresh_token: tokens.refresh_token,
+        id_token: Some(tokens.id_token),
+        created_at: now,
+        last_seen: now,
+    };
+    let set_cookie = auth
+        .sessions
+        .create(&session)
+        .await
+        .map_err(|e| Error::with_source(Kind::Internal, e))?;
+    tracing::info!(event = "login", sub = %session.sub, "login completed");
+    let mut resp = page::redirect(&return_to);
+    resp.headers_mut().append(header::SET_COOKIE, set_cookie);
+    Ok(resp)
+}

@@ -1,0 +1,26 @@
+//! `GET /oauth2/start?rd=<path>`: begins a login. The login in progress is sealed into a
+//! cookie bound to its `state`, and the browser is sent to the IdP's authorization endpoint.
+
+use http::header;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::{page, query_params, redirect::safe_return_path, single};
+use crate::errors::{Error, Kind};
+use crate::gateway::Auth;
+use crate::proxy::Body;
+
+pub fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let oidc = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
+    let params = query_params(req.uri().query());
+    let return_to = safe_return_path(single(&params, "rd")?);
+    let (pending, authorize_url) = oidc.begin_login(return_to);
+    let payload = serde_json::to_string(&pending).map_err(|e| Error::with_source(Kind::Internal, e))?;
+    let set_cookie = auth
+        .login_cookies
+        .seal(&pending.state, payload)
+        .ok_or_else(|| Error::with_source(Kind::Internal, "sealing the login cookie failed"))?;
+    let mut resp = page::redirect(authorize_url.as_str());
+    resp.headers_mut().append(header::SET_COOKIE, set_cookie);
+    Ok(resp)
+}

@@ -1,0 +1,28 @@
+//! `GET /oauth2/userinfo`: the signed-in user as JSON (never a token), 401 without a session.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::page;
+use crate::errors::{Error, Kind};
+use crate::gateway::{unauthorized, Auth};
+use crate::proxy::Body;
+
+pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let loaded = auth
+        .sessions
+        .load(req.headers())
+        .await
+        .map_err(|e| Error::with_source(Kind::Internal, e))?;
+    let Some(loaded) = loaded else {
+        return Ok(unauthorized());
+    };
+    let s = &loaded.session;
+    let body = serde_json::json!({
+        "sub": s.sub,
+        "email": s.email,
+        "name": s.name,
+        "groups": s.groups,
+    });
+    Ok(page::json_response(StatusCode::OK, body.to_string()))
+}

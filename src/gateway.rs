@@ -1,0 +1,277 @@
+//! The request path, top to bottom, as one function (see DESIGN "The request path"):
+//! limits → own endpoints → route → session → policy → header rewrite → upstream.
+//! Each step uses only what the steps before it returned.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::config::Config;
+use crate::endpoints::{self, page};
+use crate::errors::{Error, Kind};
+use crate::oidc::{http::IdpHttp, Oidc};
+use crate::policy::{self, Decision};
+use crate::proxy::headers::{self, ClientConn};
+use crate::proxy::{Body, ForwardContext, Upstream};
+use crate::routes::{normalize_path, RouteTable};
+use crate::session::crypto::Keyring;
+use crate::session::login_cookie::LoginCookies;
+use crate::session::memory::MemoryStore;
+use crate::session::Sessions;
+
+/// Everything login needs; absent when no `[oidc]` is configured (public routes only).
+pub struct Auth {
+    pub oidc: Arc<Oidc>,
+    pub sessions: Sessions,
+    pub login_cookies: LoginCookies,
+    pub login_timeout: Duration,
+    /// `state`s of completed logins, so a copied login cookie cannot be used twice.
+    used_states: moka::sync::Cache<String, ()>,
+}
+
+impl Auth {
+    /// Marks `state` used; false if it already was.
+    pub fn consume_state(&self, state: &str) -> bool {
+        let entry = self.used_states.entry(state.to_string()).or_insert(());
+        entry.is_fresh()
+    }
+
+    fn is_gateway_cookie(&self, name: &str) -> bool {
+        name == self.sessions.cookie_name() || self.login_cookies.is_login_cookie(name)
+    }
+}
+
+/// Per-request facts shared with the endpoints.
+pub struct RequestInfo<'a> {
+    pub request_id: &'a str,
+    pub conn: ClientConn,
+}
+
+pub struct Gateway {
+    routes: RouteTable,
+    upstream: Upstream,
+    auth: Option<Auth>,
+    max_header_bytes: usize,
+    max_uri_length: usize,
+    trust_forwarded: bool,
+    log_user: bool,
+}
+
+/// What the access log line needs to know about the request's fate.
+#[derive(Default)]
+struct AccessLog<'a> {
+    route: &'a str,
+    user: Option<String>,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts OIDC discovery in the background.
+    pub fn new(config: &Config) -> Self {
+        let server = &config.server;
+        let upstream = Upstream::new(server.connect_timeout, server.upstream_timeout);
+        let auth = match (&config.oidc, &config.session) {
+            (Some(oidc_cfg), Some(session_cfg)) => {
+                let keyring = Arc::new(Keyring::new(&session_cfg.secrets));
+                let store = Arc::new(MemoryStore::new(session_cfg.max_sessions));
+                let oidc = Oidc::new();
+                let redirect_uri = server
+                    .public_url
+                    .join("/oauth2/callback")
+                    .unwrap_or_else(|_| server.public_url.clone());
+                oidc.spawn_discovery(oidc_cfg.clone(), IdpHttp::new(upstream.clone()), redirect_uri);
+                Some(Auth {
+                    oidc,
+                    login_cookies: LoginCookies::new(
+                        &keyring,
+                        session_cfg.cookie_secure,
+                        session_cfg.login_timeout,
+                    ),
+                    sessions: Sessions::new(session_cfg, keyring, store),
+                    login_timeout: session_cfg.login_timeout,
+                    used_states: moka::sync::Cache::builder()
+                        .max_capacity(100_000)
+                        .time_to_live(session_cfg.login_timeout)
+                        .build(),
+                })
+            }
+            _ => None,
+        };
+        Gateway {
+            routes: RouteTable::new(&config.routes),
+            upstream,
+            auth,
+            max_header_bytes: server.max_header_bytes,
+            max_uri_length: server.max_uri_length,
+            trust_forwarded: server.trust_forwarded_headers,
+            log_user: config.log.log_user,
+        }
+    }
+
+    /// Ready when OIDC discovery (if configured) has loaded and the store answers.
+    pub async fn is_ready(&self) -> bool {
+        match &self.auth {
+            None => true,
+            Some(auth) => auth.oidc.get().is_some() && auth.sessions.store().ping().await.is_ok(),
+        }
+    }
+
+    /// Serves one request; never fails (errors become responses) and logs one line.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = headers::request_id(req.headers());
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let wants_html = wants_html(req.headers());
+        let mut log = AccessLog::default();
+        let info = RequestInfo {
+            request_id: request_id.to_str().unwrap_or(""),
+            conn,
+        };
+        let mut resp = match self.route_request(req, &uri, &info, &mut log).await {
+            Ok(resp) => resp,
+            Err(e) => e.to_response(info.request_id, wants_html),
+        };
+        let status = resp.status().as_u16();
+        tracing::info!(
+            method = %method,
+            path = uri.path(),
+            route = log.route,
+            status,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            request_id = info.request_id,
+            user = log.user.as_deref(),
+            "request"
+        );
+        resp.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+        resp
+    }
+
+    async fn route_request<'a>(
+        &'a self,
+        mut req: Request<Incoming>,
+        uri: &http::Uri,
+        info: &RequestInfo<'_>,
+        log: &mut AccessLog<'a>,
+    ) -> Result<Response<Body>, Error> {
+        // 0. Limits, before any work.
+        if uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_length {
+            return Err(Error::new(Kind::UriTooLong));
+        }
+        if headers::header_bytes(req.headers()) > self.max_header_bytes {
+            return Err(Error::new(Kind::HeadersTooLarge));
+        }
+        let path = normalize_path(uri.path());
+
+        // 1. The gateway's own endpoints.
+        match path.as_ref() {
+            "/healthz" => return Ok(page::text_response(StatusCode::OK, "ok\n")),
+            "/readyz" => {
+                return Ok(if self.is_ready().await {
+                    page::text_response(StatusCode::OK, "ready\n")
+                } else {
+                    page::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                });
+            }
+            p if p.starts_with("/oauth2/") => {
+                log.route = "oauth2";
+                let auth = self.auth.as_ref().ok_or_else(|| Error::new(Kind::NotFound))?;
+                return endpoints::handle(auth, req, p, info).await;
+            }
+            _ => {}
+        }
+
+        // 2. Route by host and normalized path.
+        let host = request_host(&req);
+        let route = self
+            .routes
+            .match_request(host, &path)
+            .ok_or_else(|| Error::new(Kind::NotFound))?;
+        log.route = &route.name;
+
+        // 3. Session (only where a login is required).
+        let loaded = match (&self.auth, route.public) {
+            (Some(auth), false) => auth
+                .sessions
+                .load(req.headers())
+                .await
+                .map_err(|e| Error::with_source(Kind::Internal, e))?,
+            _ => None,
+        };
+
+        // 4. Policy.
+        let permit = match policy::evaluate(route, loaded.as_ref().map(|l| &l.session)) {
+            Decision::Allow(permit) => permit,
+            Decision::Login => return Ok(login_or_unauthorized(&req)),
+        };
+        if self.log_user {
+            log.user = loaded.map(|l| l.session.sub);
+        }
+
+        // 6. The upstream never sees the gateway's cookies.
+        if let Some(auth) = &self.auth {
+            headers::strip_cookies(req.headers_mut(), |name| auth.is_gateway_cookie(name));
+        }
+
+        // 7. Forward.
+        self.upstream
+            .forward(
+                req,
+                &permit,
+                ForwardContext {
+                    route,
+                    normalized_path: &path,
+                    conn: info.conn,
+                    request_id: &HeaderValue::from_str(info.request_id)
+                        .unwrap_or_else(|_| HeaderValue::from_static("")),
+                    trust_forwarded: self.trust_forwarded,
+                },
+            )
+            .await
+    }
+}
+
+/// `Host` (HTTP/1.1) or the URI authority (HTTP/2).
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// A browser navigation: GET/HEAD that accepts HTML.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// No session: a browser navigating is sent to log in (and back here afterwards); anything
+/// else — APIs, XHR, non-GET — gets a 401, so a POST can never start a redirect loop.
+fn login_or_unauthorized<B>(req: &Request<B>) -> Response<Body> {
+    let navigation = (req.method() == Method::GET || req.method() == Method::HEAD)
+        && wants_html(req.headers());
+    if !navigation {
+        return unauthorized();
+    }
+    let original = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str());
+    let rd: String = url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
+    page::redirect(&format!("/oauth2/start?rd={rd}"))
+}
+
+/// 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3) and a JSON body.
+pub fn unauthorized() -> Response<Body> {
+    let mut resp = page::json_response(
+        StatusCode::UNAUTHORIZED,
+        r#"{"error":"unauthorized","error_description":"login required"}"#.to_string(),
+    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}

@@ -1,0 +1,44 @@
+//! portcullis: a reverse-proxy authentication gateway. This file only wires modules; the
+//! request path lives in `gateway`, the listeners in `server`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod endpoints;
+pub mod errors;
+pub mod gateway;
+pub mod oidc;
+pub mod policy;
+pub mod proxy;
+pub mod routes;
+pub mod secret;
+pub mod server;
+pub mod session;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use config::Config;
+
+/// Installs the process-wide rustls crypto provider (aws-lc-rs). rustls 0.23 requires an
+/// explicit choice; call before any TLS config is built. A second call is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Binds, serves until SIGTERM/SIGINT, drains. The config is already validated.
+pub async fn run(config: Config) -> Result<(), errors::BoxError> {
+    let listener = server::bind(config.server.listen).await.map_err(|e| {
+        format!("server.listen: cannot listen on {}: {e}", config.server.listen)
+    })?;
+    let gateway = Arc::new(gateway::Gateway::new(&config));
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        public_url = %config.server.public_url,
+        tls = config.server.tls.is_some(),
+        routes = config.routes.len(),
+        "listening on {}",
+        listener.local_addr()?
+    );
+    server::serve(listener, &config.server, gateway).await?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The `portcullis` command line: `run` (the default), `check-config`, `--version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use portcullis::config::{CliOverrides, Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Reverse-proxy authentication gateway: OAuth 2.0 + PKCE + OpenID Connect login in front of apps that know nothing about login",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default when no subcommand is given).
+    Run(RunArgs),
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig(RunArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Configuration file (TOML). Environment variables PORTCULLIS__SECTION__KEY override it.
+    #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "/etc/portcullis/portcullis.toml")]
+    config: PathBuf,
+    /// Listen address (host:port), overriding server.listen.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Log format: text or json, overriding log.format.
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+impl RunArgs {
+    fn load(&self) -> Result<Config, ExitCode> {
+        let overrides = CliOverrides {
+            listen: self.listen.clone(),
+            log_format: self.log_format.as_deref().and_then(|f| f.parse::<LogFormat>().ok()),
+        };
+        Config::load(&self.config, &overrides).map_err(|e| {
+            eprintln!("portcullis: invalid configuration: {e}");
+            ExitCode::from(2)
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    portcullis::install_crypto_provider();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig(args)) => match args.load() {
+            Ok(config) => {
+                println!("# configuration is valid; effective values (secrets redacted):\n{config}");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    portcullis::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(portcullis::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! HTTP to the identity provider over the gateway's one pooled hyper-util client: JSON
+//! GETs for discovery and JWKS, and the `oauth2` crate's requests (token endpoint) through
+//! `execute`, so there is a single HTTP stack with one TLS configuration.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::errors::{Error, Kind};
+use crate::proxy::{self, Upstream};
+
+/// IdP answers are small; anything larger is refused rather than buffered.
+const MAX_IDP_BODY: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct IdpHttp {
+    upstream: Upstream,
+}
+
+impl IdpHttp {
+    pub fn new(upstream: Upstream) -> Self {
+        IdpHttp { upstream }
+    }
+
+    /// GET a JSON document; non-2xx and malformed JSON are errors.
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &Url, what: &'static str) -> Result<T, Error> {
+        let req = http::Request::get(url.as_str())
+            .header(http::header::ACCEPT, "application/json")
+            .body(proxy::empty())
+            .map_err(|e| Error::with_source(Kind::Idp(what), e))?;
+        let resp = self.execute_request(req).await?;
+        if !resp.status().is_success() {
+            return Err(Error::with_source(
+                Kind::Idp(what),
+                format!("{url} answered {}", resp.status()),
+            ));
+        }
+        serde_json::from_slice(resp.body())
+            .map_err(|e| Error::with_source(Kind::Idp(what), e))
+    }
+
+    async fn execute_request(
+        &self,
+        req: http::Request<proxy::Body>,
+    ) -> Result<http::Response<Bytes>, Error> {
+        let resp = self
+            .upstream
+            .send(req)
+            .await
+            .map_err(|e| Error::with_source(Kind::Idp("the identity provider could not be reached"), e))?;
+        let (parts, body) = resp.into_parts();
+        let bytes = Limited::new(body, MAX_IDP_BODY)
+            .collect()
+            .await
+            .map_err(|e| Error::with_source(Kind::Idp("the identity provider's answer could not be read"), e))?
+            .to_bytes();
+        Ok(http::Response::from_parts(parts, bytes))
+    }
+
+    /// Executes a request built by the `oauth2` crate.
+    pub async fn execute(&self, req: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, Error> {
+        let (parts, body) = req.into_parts();
+        let req = http::Request::from_parts(parts, proxy::full(body));
+        let resp = self.execute_request(req).await?;
+        Ok(resp.map(|b| b.to_vec()))
+    }
+}
+
+/// The `oauth2` crate's async HTTP client. A named type with a boxed `Send` future (rather
+/// than a closure) so the login future stays provably `Send` for hyper.
+impl<'c> oauth2::AsyncHttpClient<'c> for IdpHttp {
+    type Error = Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, Error>> + Send + 'c>,
+    >;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(self.execute(request))
+    }
+}

@@ -1,0 +1,325 @@
+//! Header rewriting between client and upstream, step 6 of the request path: strip
+//! hop-by-hop headers (RFC 9110 §7.6.1), strip identity headers a client could forge, set
+//! `X-Forwarded-*` / `Forwarded` (RFC 7239), and drop the gateway's own cookies.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers that are never forwarded (RFC 9110 §7.6.1, plus the non-standard
+/// `Keep-Alive` and `Proxy-Connection`).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers through which the gateway asserts who the user is. A client's copies are
+/// always removed before the gateway sets its own.
+pub const IDENTITY_HEADERS: [HeaderName; 8] = [
+    HeaderName::from_static("x-forwarded-user"),
+    HeaderName::from_static("x-forwarded-email"),
+    HeaderName::from_static("x-forwarded-groups"),
+    HeaderName::from_static("x-forwarded-preferred-username"),
+    HeaderName::from_static("x-auth-request-user"),
+    HeaderName::from_static("x-auth-request-email"),
+    HeaderName::from_static("x-auth-request-groups"),
+    HeaderName::from_static("x-auth-request-access-token"),
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
+pub const X_FORWARDED_EMAIL: HeaderName = HeaderName::from_static("x-forwarded-email");
+pub const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+/// Returns the `Upgrade` value when the message asked for a protocol upgrade
+/// (`Connection: upgrade`), so the caller can carry it across on purpose.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut upgrade = None;
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if name == header::UPGRADE {
+                upgrade = headers.get(header::UPGRADE).cloned();
+            }
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    upgrade
+}
+
+/// Puts an upgrade back after `strip_hop_by_hop` (WebSocket, RFC 6455 §4.1).
+pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, upgrade);
+}
+
+pub fn strip_identity(headers: &mut HeaderMap) {
+    for name in &IDENTITY_HEADERS {
+        headers.remove(name);
+    }
+}
+
+/// What the gateway knows about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConn {
+    pub peer: IpAddr,
+    pub tls: bool,
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` and `Forwarded`. Unless the operator trusts a proxy
+/// in front, a client's own values are replaced (they are spoofable); when trusted, the
+/// peer is appended to the chain and the client's proto and host are kept.
+pub fn set_forwarded(headers: &mut HeaderMap, conn: ClientConn, host: Option<&str>, trust: bool) {
+    let proto = if conn.tls { "https" } else { "http" };
+    let peer = conn.peer.to_string();
+    let prior_xff = if trust {
+        headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    let xff = match prior_xff {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
+        _ => peer.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !trust || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !trust || !headers.contains_key(&X_FORWARDED_HOST) {
+        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(v) => {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    // RFC 7239 §6: IPv6 addresses are bracketed and quoted.
+    let for_value = match conn.peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(_) => format!("\"[{peer}]\""),
+    };
+    let mut forwarded = format!("for={for_value};proto={proto}");
+    if let Some(h) = host {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(h);
+        forwarded.push('"');
+    }
+    let prior_forwarded = if trust {
+        headers
+            .get(header::FORWARDED)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| format!("{v}, "))
+    } else {
+        None
+    };
+    let value = match prior_forwarded {
+        Some(prior) => prior + &forwarded,
+        None => forwarded,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// The request id: the client's, when it is short printable ASCII, else a fresh one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    new_request_id()
+}
+
+/// A unique id without a syscall: a per-process random prefix and a counter.
+fn new_request_id() -> HeaderValue {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // A failing RNG only makes ids less unique across restarts; fall back to the time.
+        if aws_lc_rs::rand::fill(&mut b).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            b = now.to_le_bytes();
+        }
+        u64::from_le_bytes(b)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let text = format!("{prefix:016x}{n:016x}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Removes cookies for which `is_ours(name)` holds from every `Cookie` header, so the
+/// upstream never sees the gateway's session or login cookies.
+pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let mut kept = String::new();
+    let mut changed = false;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else {
+            changed = true;
+            continue;
+        };
+        for pair in text.split(';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split('=').next().unwrap_or("").trim();
+            if is_ours(name) {
+                changed = true;
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(pair);
+        }
+    }
+    if !changed {
+        return;
+    }
+    headers.remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&kept) {
+        if !kept.is_empty() {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Total size of the header section as the client sent it (names, values, `: ` and CRLF),
+/// checked against `server.max_header_bytes`.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn connection_listed_and_hop_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("proxy-authorization", "Basic x"),
+            ("x-kept", "yes"),
+        ]);
+        assert!(strip_hop_by_hop(&mut h).is_none());
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upgrade_is_reported() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn forwarded_headers_are_replaced_unless_trusted() {
+        let conn = ClientConn {
+            peer: "127.0.0.1".parse().unwrap(),
+            tls: false,
+        };
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        set_forwarded(&mut h, conn, Some("a.test"), false);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "a.test");
+        assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http;host=\"a.test\"");
+
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https")]);
+        set_forwarded(&mut h, conn, Some("a.test"), true);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn ipv6_peer_is_quoted_in_forwarded() {
+        let conn = ClientConn {
+            peer: "::1".parse().unwrap(),
+            tls: true,
+        };
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, conn, None, false);
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
+    }
+
+    #[test]
+    fn gateway_cookies_are_dropped() {
+        let mut h = map(&[("cookie", "a=1; portcullis=SECRET; b=2"), ("cookie", "portcullis_login_x=y")]);
+        strip_cookies(&mut h, |n| n.starts_with("portcullis"));
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+        let mut h = map(&[("cookie", "portcullis=x")]);
+        strip_cookies(&mut h, |n| n == "portcullis");
+        assert!(!h.contains_key("cookie"));
+    }
+
+    #[test]
+    fn request_id_is_kept_or_generated() {
+        let h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&h), "abc-123");
+        let h = map(&[("x-request-id", "has space")]);
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        assert_ne!(request_id(&HeaderMap::new()), generated);
+    }
+}

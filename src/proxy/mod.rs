@@ -1,0 +1,191 @@
+//! The upstream side, step 7 of the request path: one pooled hyper-util client shared by
+//! every request (keep-alive, http and https upstreams), bodies streamed both ways, and
+//! WebSocket upgrades spliced end to end. The OIDC client reuses the same pool.
+
+pub mod headers;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::errors::{Error, Kind};
+use crate::policy::Permit;
+use crate::routes::Route;
+use headers::ClientConn;
+
+/// Body of every request and response the gateway handles: either streamed from a peer
+/// or a small buffer the gateway made itself. An enum, not a box: no allocation per request.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// A body the gateway wrote itself.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Right(Full::new(bytes.into()))
+}
+
+pub fn empty() -> Body {
+    Either::Right(Full::new(Bytes::new()))
+}
+
+/// The pooled client and its timeouts.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    timeout: Duration,
+}
+
+/// What the request path hands to `forward` besides the request itself.
+pub struct ForwardContext<'a> {
+    pub route: &'a Route,
+    pub normalized_path: &'a str,
+    pub conn: ClientConn,
+    pub request_id: &'a HeaderValue,
+    pub trust_forwarded: bool,
+}
+
+impl Upstream {
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls_config())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(tls);
+        Upstream { client, timeout }
+    }
+
+    /// Sends a request and waits for the response head, bounded by the upstream timeout.
+    /// Used by the proxy and by the OIDC client (discovery, JWKS, token endpoint).
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(Error::with_source(Kind::UpstreamUnavailable, e)),
+            Err(_) => Err(Error::new(Kind::UpstreamTimeout)),
+        }
+    }
+
+    /// Forwards an authorized request to the route's upstream and returns its response,
+    /// streaming both bodies. The `Permit` proves the policy ran (only `policy` makes one).
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        permit: &Permit,
+        ctx: ForwardContext<'_>,
+    ) -> Result<Response<Body>, Error> {
+        let target = &ctx.route.upstream;
+        let client_host = client_host(&req);
+        let query = req.uri().query();
+        let mut path_and_query = String::with_capacity(
+            target.base_path.len() + ctx.normalized_path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        path_and_query.push_str(&target.base_path);
+        path_and_query.push_str(ctx.normalized_path);
+        if let Some(q) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
+        let uri = Uri::builder()
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| Error::with_source(Kind::BadRequest("malformed request target"), e))?;
+
+        let client_upgrade = req
+            .headers()
+            .contains_key(header::UPGRADE)
+            .then(|| hyper::upgrade::on(&mut req));
+        let h = req.headers_mut();
+        let upgrade = headers::strip_hop_by_hop(h);
+        headers::set_forwarded(h, ctx.conn, client_host.as_deref(), ctx.trust_forwarded);
+        h.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
+        permit.apply(h);
+        let host = match (ctx.route.preserve_host, client_host) {
+            (true, Some(original)) => HeaderValue::from_str(&original)
+                .unwrap_or_else(|_| target.host_header.clone()),
+            _ => target.host_header.clone(),
+        };
+        h.insert(header::HOST, host);
+        let upgrade = upgrade.filter(|_| client_upgrade.is_some());
+        if let Some(u) = &upgrade {
+            headers::restore_upgrade(h, u.clone());
+        }
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+
+        let mut resp = self.send(req.map(Either::Left)).await?;
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return match (upgrade, client_upgrade) {
+                (Some(_), Some(client_side)) => Ok(splice_upgrade(resp, client_side)),
+                // A 101 nobody asked for cannot be relayed.
+                _ => Err(Error::new(Kind::UpstreamUnavailable)),
+            };
+        }
+        headers::strip_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(Either::Left))
+    }
+}
+
+/// The host the client addressed: `Host` for HTTP/1.1, the URI authority for HTTP/2.
+pub fn client_host<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+/// Completes a WebSocket (or other) upgrade: answers the client with the upstream's 101
+/// and copies bytes both ways once both sides have switched protocols.
+fn splice_upgrade(
+    mut upstream_resp: Response<Incoming>,
+    client_side: hyper::upgrade::OnUpgrade,
+) -> Response<Body> {
+    let upstream_side = hyper::upgrade::on(&mut upstream_resp);
+    tokio::spawn(async move {
+        match tokio::try_join!(client_side, upstream_side) {
+            Ok((client_io, upstream_io)) => {
+                let mut client_io = TokioIo::new(client_io);
+                let mut upstream_io = TokioIo::new(upstream_io);
+                if let Err(e) =
+                    tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await
+                {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "protocol upgrade failed"),
+        }
+    });
+    let (parts, _) = upstream_resp.into_parts();
+    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
+}
+
+/// Trust store for https upstreams and the IdP: the platform's roots plus Mozilla's.
+fn client_tls_config() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A malformed system certificate is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+

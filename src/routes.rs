@@ -1,0 +1,324 @@
+//! Route matching, step 1 of the request path: which upstream serves this host and path.
+//!
+//! Matching runs on a normalized path (RFC 3986 §6.2.2): percent-encoded unreserved
+//! characters decoded, other escapes upper-cased, `.`/`..` segments resolved (§5.2.4),
+//! empty segments collapsed. An encoded slash `%2F` stays encoded and never splits a
+//! segment. The same normalized path is what the upstream receives, so the path the
+//! gateway authorized is the path the upstream serves.
+
+use std::borrow::Cow;
+
+use http::uri::{Authority, Scheme};
+use http::HeaderValue;
+
+use crate::config::RouteConfig;
+
+/// Where a route sends its requests.
+#[derive(Debug)]
+pub struct UpstreamTarget {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Base path without a trailing slash ("" for none), prepended to the request path.
+    pub base_path: String,
+    /// The `Host` header sent upstream when the route rewrites it.
+    pub host_header: HeaderValue,
+}
+
+#[derive(Debug)]
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com`: stored as `.example.com`; matches any subdomain, not the apex.
+    Suffix(String),
+}
+
+#[derive(Debug)]
+pub struct Route {
+    /// `route[i]`, used in logs and metrics.
+    pub name: String,
+    host: HostMatch,
+    prefix: String,
+    pub upstream: UpstreamTarget,
+    pub public: bool,
+    pub preserve_host: bool,
+}
+
+/// All routes in file order; the first match wins.
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(configs: &[RouteConfig]) -> Self {
+        let routes = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Route::new(i, c))
+            .collect();
+        RouteTable { routes }
+    }
+
+    /// The first route whose host and path prefix match. `host` may carry a port.
+    pub fn match_request(&self, host: Option<&str>, normalized_path: &str) -> Option<&Route> {
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .find(|r| r.host_matches(host) && prefix_matches(&r.prefix, normalized_path))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+impl Route {
+    fn new(index: usize, c: &RouteConfig) -> Self {
+        let host = match c.host.as_deref() {
+            None => HostMatch::Any,
+            Some(h) => match h.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+                None => HostMatch::Exact(h.to_string()),
+            },
+        };
+        let scheme = if c.upstream.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        // `Url` has already checked the host; its authority string is valid for `http`.
+        let authority_text = match c.upstream.port() {
+            Some(port) => format!("{}:{port}", c.upstream.host_str().unwrap_or_default()),
+            None => c.upstream.host_str().unwrap_or_default().to_string(),
+        };
+        let authority = Authority::try_from(authority_text.as_str())
+            .unwrap_or_else(|_| Authority::from_static("invalid.upstream"));
+        let host_header = HeaderValue::from_str(&authority_text)
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid.upstream"));
+        Route {
+            name: format!("route[{index}]"),
+            host,
+            prefix: c.path.clone(),
+            upstream: UpstreamTarget {
+                scheme,
+                authority,
+                base_path: c.upstream.path().trim_end_matches('/').to_string(),
+                host_header,
+            },
+            public: c.public,
+            preserve_host: c.preserve_host,
+        }
+    }
+
+    fn host_matches(&self, host: Option<&str>) -> bool {
+        match (&self.host, host) {
+            (HostMatch::Any, _) => true,
+            (_, None) => false,
+            (HostMatch::Exact(want), Some(h)) => want.eq_ignore_ascii_case(h),
+            (HostMatch::Suffix(suffix), Some(h)) => {
+                h.len() > suffix.len()
+                    && h.is_char_boundary(h.len() - suffix.len())
+                    && h[h.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+/// `host[:port]` or `[v6]:port` → host.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Segment-aware prefix: `/api` matches `/api`, `/api/x` and `/api;v=1`, never `/apix`.
+/// A `;` starts path parameters that some servers strip, so `/api;x` counts as `/api`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', ';']),
+    }
+}
+
+/// Normalizes a request path (without query) as described in the module docs.
+/// Returns the input unchanged (borrowed) in the common case where nothing needs doing.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    if !needs_normalizing(path) {
+        return Cow::Borrowed(path);
+    }
+    let mut segments: Vec<String> = Vec::new();
+    let mut trailing_slash = false;
+    for raw in path.split('/') {
+        if raw.is_empty() {
+            trailing_slash = true;
+            continue;
+        }
+        let segment = decode_unreserved(raw);
+        match segment.as_str() {
+            "." => trailing_slash = true,
+            ".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            _ => {
+                segments.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
+fn needs_normalizing(path: &str) -> bool {
+    !path.starts_with('/')
+        || path.contains('%')
+        || path.contains("//")
+        || path.contains("/.")
+        || path.contains('\\')
+}
+
+/// Decodes `%XX` escapes of unreserved characters (RFC 3986 §2.3), upper-cases the hex of
+/// the others, and encodes a `%` that does not start a valid escape and a backslash (which
+/// some servers treat as `/`), so a segment can never grow a new separator.
+fn decode_unreserved(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| {
+                std::str::from_utf8(h)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            });
+            match hex {
+                Some(v) if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
+                    out.push(v as char);
+                    i += 3;
+                }
+                Some(v) => {
+                    out.push_str(&format!("%{v:02X}"));
+                    i += 3;
+                }
+                None => {
+                    out.push_str("%25");
+                    i += 1;
+                }
+            }
+        } else if b == b'\\' {
+            out.push_str("%5C");
+            i += 1;
+        } else {
+            // Request targets are ASCII (hyper rejects others), so this is one char.
+            out.push(b as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_dot_segments_and_slashes() {
+        for (input, want) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("//b", "/b"),
+            ("/%2e%2e/b", "/b"),
+            ("/%2E%2e/%2e/b/", "/b/"),
+            ("/../../b", "/b"),
+            ("/a/./b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/%62", "/b"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%2f..%2fb", "/a%2F..%2Fb"),
+            ("/a%zz", "/a%25zz"),
+            ("/a\\..\\b", "/a%5C..%5Cb"),
+            ("/a//b//", "/a/b/"),
+            ("", "/"),
+        ] {
+            assert_eq!(normalize_path(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn normalization_is_idempotent() {
+        for input in ["/a/../b", "/%2e%2e/x%2F", "/a%zz/", "//x/./y"] {
+            let once = normalize_path(input).into_owned();
+            assert_eq!(normalize_path(&once), once);
+        }
+    }
+
+    #[test]
+    fn common_paths_are_not_copied() {
+        assert!(matches!(normalize_path("/api/v1/items?"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn prefix_is_segment_aware() {
+        assert!(prefix_matches("/b", "/b"));
+        assert!(prefix_matches("/b", "/b/x"));
+        assert!(prefix_matches("/b", "/b;jsessionid=1"));
+        assert!(!prefix_matches("/b", "/bx"));
+        assert!(!prefix_matches("/b/x", "/b%2Fx"));
+        assert!(prefix_matches("/b/", "/b/x"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+
+    fn table() -> RouteTable {
+        let route = |host: Option<&str>, path: &str, port: u16| RouteConfig {
+            host: host.map(String::from),
+            path: path.to_string(),
+            upstream: url::Url::parse(&format!("http://127.0.0.1:{port}/base/")).unwrap(),
+            public: true,
+            preserve_host: false,
+        };
+        RouteTable::new(&[
+            route(Some("a.test"), "/", 1),
+            route(Some("*.wild.test"), "/", 2),
+            route(None, "/b", 3),
+            route(None, "/", 4),
+        ])
+    }
+
+    #[test]
+    fn first_matching_route_wins() {
+        let t = table();
+        let port = |h: Option<&str>, p: &str| {
+            t.match_request(h, p)
+                .map(|r| r.upstream.authority.port_u16().unwrap())
+        };
+        assert_eq!(port(Some("a.test"), "/b"), Some(1));
+        assert_eq!(port(Some("A.TEST:4180"), "/"), Some(1));
+        assert_eq!(port(Some("x.wild.test"), "/"), Some(2));
+        assert_eq!(port(Some("wild.test"), "/"), Some(4));
+        assert_eq!(port(Some("other"), "/b/c"), Some(3));
+        assert_eq!(port(None, "/c"), Some(4));
+        assert_eq!(t.match_request(None, "/c").unwrap().upstream.base_path, "/base");
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("a.test:80"), "a.test");
+        assert_eq!(strip_port("[::1]:4180"), "::1");
+        assert_eq!(strip_port("a.test"), "a.test");
+    }
+}

@@ -1,0 +1,204 @@
+//! Listeners: accept TCP, terminate TLS (rustls, h2 + http/1.1 via ALPN), serve HTTP/1.1
+//! and HTTP/2 with hyper-util's auto builder, hand each request to `Gateway::handle`, and
+//! shut down gracefully on SIGTERM/SIGINT (stop accepting, drain in-flight requests up to
+//! `server.drain_timeout`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ConfigError, ServerConfig};
+use crate::gateway::Gateway;
+use crate::proxy::headers::ClientConn;
+
+/// A TLS handshake that takes longer than this is dropped (slowloris protection).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client gets to send a complete request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Parses the certificate chain and key; used both by config validation (so a broken file
+/// fails at start, naming the key) and by the listener.
+pub fn load_tls_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, ConfigError> {
+    let err = |key: &str, reason: String| ConfigError {
+        key: key.to_string(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| err("server.tls_cert_file", format!("cannot read {}: {e}", cert_file.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err("server.tls_cert_file", format!("{} is not a PEM certificate chain: {e}", cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(err(
+            "server.tls_cert_file",
+            format!("{} contains no PEM certificate", cert_file.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+        err(
+            "server.tls_key_file",
+            format!("{} is not a PEM private key: {e}", key_file.display()),
+        )
+    })?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| err("server.tls_key_file", format!("does not match the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Binds the listener. Separate from `serve` so a bind error is reported before start-up
+/// work and so tests can bind port 0.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until SIGTERM/SIGINT, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    server: &ServerConfig,
+    gateway: Arc<Gateway>,
+) -> Result<(), ConfigError> {
+    let tls = match &server.tls {
+        Some(files) => Some(TlsAcceptor::from(Arc::new(load_tls_config(
+            &files.cert_file,
+            &files.key_file,
+        )?))),
+        None => None,
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // hyper answers 431 itself when the head outgrows its buffer; leave room for the
+        // URI so `max_uri_length` gets its 414 from the gateway first.
+        .max_buf_size((server.max_header_bytes + server.max_uri_length + 1024).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(server.max_header_bytes * 2).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    tls.clone(),
+                    builder.clone(),
+                    gateway.clone(),
+                    graceful.watcher(),
+                ));
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        in_flight_connections = graceful.count(),
+        "shutting down: no longer accepting, draining"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("drained, exiting"),
+        _ = tokio::time::sleep(server.drain_timeout) => {
+            tracing::warn!("drain timeout reached, closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    gateway: Arc<Gateway>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let conn = ClientConn {
+        peer: peer.ip(),
+        tls: tls.is_some(),
+    };
+    let service = service_fn(move |req| serve_one(gateway.clone(), req, conn));
+    let result = match tls {
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            watcher.watch(conn.into_owned()).await
+        }
+        Some(acceptor) => {
+            let tls_stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+            watcher.watch(conn.into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+async fn serve_one(
+    gateway: Arc<Gateway>,
+    req: hyper::Request<hyper::body::Incoming>,
+    conn: ClientConn,
+) -> Result<hyper::Response<crate::proxy::Body>, Infallible> {
+    Ok(gateway.handle(req, conn).await)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

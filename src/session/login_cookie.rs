@@ -1,0 +1,142 @@
+//! The login in progress (state, PKCE verifier, nonce, return path) lives in a short-lived
+//! encrypted cookie, one per `state`, so several tabs can log in at once and unauthenticated
+//! traffic cannot fill server memory. Sealed with the `cookie` crate's private jar
+//! (AES-256-GCM, the cookie name bound as associated data) under keys derived from
+//! `session.secret`; the first seals, all open.
+
+use std::time::Duration;
+
+use cookie::{Cookie, CookieJar, Key, SameSite};
+use http::header::{HeaderMap, HeaderValue};
+
+use super::crypto::Keyring;
+use super::find_cookie;
+
+/// How many characters of `state` go into the cookie name: enough to tell tabs apart.
+const STATE_CHARS_IN_NAME: usize = 16;
+
+pub struct LoginCookies {
+    keys: Vec<Key>,
+    secure: bool,
+    max_age: Duration,
+}
+
+impl LoginCookies {
+    pub fn new(keyring: &Keyring, secure: bool, max_age: Duration) -> Self {
+        let keys = (0..keyring.len())
+            .filter_map(|i| {
+                let mut material = [0u8; 64];
+                keyring.derive(i, b"login cookie", &mut material)?;
+                Some(Key::from(&material))
+            })
+            .collect();
+        LoginCookies {
+            keys,
+            secure,
+            max_age,
+        }
+    }
+
+    fn prefix(&self) -> &'static str {
+        if self.secure {
+            "__Host-portcullis-login-"
+        } else {
+            "portcullis-login-"
+        }
+    }
+
+    pub fn is_login_cookie(&self, name: &str) -> bool {
+        name.starts_with(self.prefix())
+    }
+
+    /// `state` is base64url, so it is safe in a cookie name.
+    fn name_for(&self, state: &str) -> String {
+        let short: String = state.chars().take(STATE_CHARS_IN_NAME).collect();
+        format!("{}{short}", self.prefix())
+    }
+
+    fn build(&self, name: String, value: String, max_age: Duration) -> Cookie<'static> {
+        Cookie::build((name, value))
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64))
+            .build()
+    }
+
+    /// The `Set-Cookie` value holding `payload` sealed, bound to `state`.
+    pub fn seal(&self, state: &str, payload: String) -> Option<HeaderValue> {
+        let key = self.keys.first()?;
+        let name = self.name_for(state);
+        let mut jar = CookieJar::new();
+        jar.private_mut(key)
+            .add(self.build(name.clone(), payload, self.max_age));
+        let sealed = jar.get(&name)?;
+        HeaderValue::from_str(&sealed.to_string()).ok()
+    }
+
+    /// The payload sealed for `state`, if the request carries a cookie that opens.
+    pub fn open(&self, headers: &HeaderMap, state: &str) -> Option<String> {
+        let name = self.name_for(state);
+        let value = find_cookie(headers, &name)?;
+        let mut jar = CookieJar::new();
+        jar.add_original(Cookie::new(name.clone(), value.to_string()));
+        self.keys
+            .iter()
+            .find_map(|key| jar.private(key).get(&name))
+            .map(|c| c.value().to_string())
+    }
+
+    /// A `Set-Cookie` value that removes the login cookie for `state`.
+    pub fn clear(&self, state: &str) -> Option<HeaderValue> {
+        let cookie = self.build(self.name_for(state), String::new(), Duration::ZERO);
+        HeaderValue::from_str(&cookie.to_string()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use http::header;
+
+    fn cookies(secrets: &[&str]) -> LoginCookies {
+        let ring = Keyring::new(&secrets.iter().map(|s| Secret::new(*s)).collect::<Vec<_>>());
+        LoginCookies::new(&ring, true, Duration::from_secs(600))
+    }
+
+    fn request_with(set_cookie: &HeaderValue) -> HeaderMap {
+        let pair = set_cookie.to_str().unwrap().split(';').next().unwrap().to_string();
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(&pair).unwrap());
+        h
+    }
+
+    const A: &str = "0123456789abcdef0123456789abcdef";
+    const STATE: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    #[test]
+    fn sealed_payload_opens_only_for_its_state() {
+        let c = cookies(&[A]);
+        let set = c.seal(STATE, "payload".into()).unwrap();
+        let text = set.to_str().unwrap();
+        assert!(text.starts_with("__Host-portcullis-login-abcdefghijklmnop="));
+        assert!(!text.contains("payload"));
+        assert!(text.contains("HttpOnly") && text.contains("Secure"));
+        let req = request_with(&set);
+        assert_eq!(c.open(&req, STATE).as_deref(), Some("payload"));
+        assert_eq!(c.open(&req, "zzzzzzzzzzzzzzzzzzzz"), None);
+    }
+
+    #[test]
+    fn tampered_or_foreign_cookie_does_not_open() {
+        let c = cookies(&[A]);
+        let set = c.seal(STATE, "payload".into()).unwrap();
+        let other = cookies(&["ffffffffffffffffffffffffffffffffffff"]);
+        assert_eq!(other.open(&request_with(&set), STATE), None);
+        let tampered = set.to_str().unwrap().replacen('=', "=A", 1);
+        let tampered = HeaderValue::from_str(&tampered).unwrap();
+        assert_eq!(c.open(&request_with(&tampered), STATE), None);
+    }
+}

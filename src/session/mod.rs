@@ -1,0 +1,283 @@
+//! Server-side sessions, step 3 of the request path: the browser holds only a random id in
+//! `__Host-portcullis` (or `portcullis` without `cookie_secure`); the store holds the sealed
+//! session under a key derived from that id. Idle and absolute timeouts are enforced here on
+//! every read, whatever the backend does with its TTLs.
+
+pub mod crypto;
+pub mod login_cookie;
+pub mod memory;
+pub mod model;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+
+use crate::config::SessionConfig;
+use crypto::{Keyring, SessionId};
+pub use model::Session;
+use model::{now, UnixTime};
+use store::{SessionStore, StoreError};
+
+const SECURE_NAME: &str = "__Host-portcullis";
+const PLAIN_NAME: &str = "portcullis";
+
+/// A session read from the store, with what is needed to write it back.
+#[derive(Debug)]
+pub struct LoadedSession {
+    pub id: SessionId,
+    pub session: Session,
+}
+
+pub struct Sessions {
+    keyring: Arc<Keyring>,
+    store: Arc<dyn SessionStore>,
+    secure: bool,
+    idle_timeout: Duration,
+    absolute_timeout: Duration,
+    /// `last_seen` is written back at most this often per session, not on every request.
+    touch_interval: u64,
+}
+
+impl Sessions {
+    pub fn new(cfg: &SessionConfig, keyring: Arc<Keyring>, store: Arc<dyn SessionStore>) -> Self {
+        Sessions {
+            keyring,
+            store,
+            secure: cfg.cookie_secure,
+            idle_timeout: cfg.idle_timeout,
+            absolute_timeout: cfg.absolute_timeout,
+            touch_interval: (cfg.idle_timeout.as_secs() / 4).clamp(1, 60),
+        }
+    }
+
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure {
+            SECURE_NAME
+        } else {
+            PLAIN_NAME
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// The session named by the request's cookie, if it exists, opens, and has not timed
+    /// out. A missing, malformed, forged or expired cookie is `Ok(None)`, never an error.
+    pub async fn load(&self, headers: &HeaderMap) -> Result<Option<LoadedSession>, StoreError> {
+        let Some(id) = find_cookie(headers, self.cookie_name()).and_then(SessionId::from_cookie)
+        else {
+            return Ok(None);
+        };
+        for index in 0..self.keyring.len() {
+            let Some(key) = self.keyring.store_key(index, &id) else {
+                continue;
+            };
+            let Some(sealed) = self.store.get(&key).await? else {
+                continue;
+            };
+            let Some(session) = self
+                .keyring
+                .open(index, &id, &sealed)
+                .and_then(|plain| serde_json::from_slice::<Session>(&plain).ok())
+            else {
+                continue;
+            };
+            let now = now();
+            if self.expired(&session, now) {
+                self.store.delete(&key).await?;
+                return Ok(None);
+            }
+            let mut loaded = LoadedSession { id, session };
+            // Coalesced last-seen update; a session under a retired secret moves to the
+            // current one on that write.
+            if index > 0 || now.saturating_sub(loaded.session.last_seen) >= self.touch_interval {
+                loaded.session.last_seen = now;
+                self.save(&loaded.id, &loaded.session).await?;
+                if index > 0 {
+                    self.store.delete(&key).await?;
+                }
+            }
+            return Ok(Some(loaded));
+        }
+        Ok(None)
+    }
+
+    fn expired(&self, s: &Session, now: UnixTime) -> bool {
+        now.saturating_sub(s.last_seen) > self.idle_timeout.as_secs()
+            || now.saturating_sub(s.created_at) > self.absolute_timeout.as_secs()
+    }
+
+    /// Stores a new session under a fresh id (so a login never reuses an id the browser
+    /// had before: no fixation) and returns the `Set-Cookie` value.
+    pub async fn create(&self, session: &Session) -> Result<HeaderValue, StoreError> {
+        let id = SessionId::random().map_err(|_| StoreError("random generator failed".into()))?;
+        self.save(&id, session).await?;
+        Ok(self.set_cookie(&id))
+    }
+
+    /// Writes the session back under the current secret.
+    pub async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
+        let plain = serde_json::to_vec(session).map_err(|e| StoreError(e.to_string()))?;
+        let sealed = self
+            .keyring
+            .seal(id, &plain)
+            .ok_or_else(|| StoreError("sealing failed".into()))?;
+        let key = self
+            .keyring
+            .store_key(0, id)
+            .ok_or_else(|| StoreError("no session secret".into()))?;
+        let now = now();
+        let absolute_left = (session.created_at + self.absolute_timeout.as_secs()).saturating_sub(now);
+        let ttl = Duration::from_secs(absolute_left.min(self.idle_timeout.as_secs()).max(1));
+        self.store.put(key, Arc::from(sealed), ttl).await
+    }
+
+    /// Deletes the session under every secret it could be stored with.
+    pub async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        for index in 0..self.keyring.len() {
+            if let Some(key) = self.keyring.store_key(index, id) {
+                self.store.delete(&key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_cookie(&self, id: &SessionId) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        let value = format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            self.cookie_name(),
+            id.to_cookie(),
+            self.absolute_timeout.as_secs()
+        );
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// A `Set-Cookie` value that removes the session cookie.
+    pub fn clear_cookie(&self) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        let value = format!(
+            "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
+            self.cookie_name()
+        );
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// The value of the first cookie called `name` in the request's `Cookie` headers.
+pub fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn config(secrets: &[&str], idle: u64) -> SessionConfig {
+        SessionConfig {
+            secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
+            cookie_secure: true,
+            max_sessions: 100,
+            idle_timeout: Duration::from_secs(idle),
+            absolute_timeout: Duration::from_secs(3600),
+            login_timeout: Duration::from_secs(600),
+        }
+    }
+
+    fn sessions(cfg: &SessionConfig, store: Arc<dyn SessionStore>) -> Sessions {
+        Sessions::new(cfg, Arc::new(Keyring::new(&cfg.secrets)), store)
+    }
+
+    fn session() -> Session {
+        Session {
+            sub: "alice".into(),
+            email: Some("alice@example.com".into()),
+            name: None,
+            groups: vec![],
+            sid: None,
+            access_token: Secret::new("at"),
+            access_expires_at: None,
+            refresh_token: None,
+            id_token: None,
+            created_at: now(),
+            last_seen: now(),
+        }
+    }
+
+    fn cookie_headers(set_cookie: &HeaderValue) -> HeaderMap {
+        let pair = set_cookie.to_str().unwrap().split(';').next().unwrap().to_string();
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(&pair).unwrap());
+        h
+    }
+
+    const A: &str = "0123456789abcdef0123456789abcdef";
+    const B: &str = "fedcba9876543210fedcba9876543210";
+
+    #[tokio::test]
+    async fn created_session_loads_and_cookie_is_host_prefixed() {
+        let cfg = config(&[A], 3600);
+        let s = sessions(&cfg, Arc::new(memory::MemoryStore::new(10)));
+        let set = s.create(&session()).await.unwrap();
+        let text = set.to_str().unwrap();
+        assert!(text.starts_with("__Host-portcullis="));
+        for attr in ["Path=/", "HttpOnly", "Secure", "SameSite=Lax"] {
+            assert!(text.contains(attr), "{text}");
+        }
+        let loaded = s.load(&cookie_headers(&set)).await.unwrap().unwrap();
+        assert_eq!(loaded.session.sub, "alice");
+    }
+
+    #[tokio::test]
+    async fn session_from_retired_secret_still_loads() {
+        let store: Arc<dyn SessionStore> = Arc::new(memory::MemoryStore::new(10));
+        let old = sessions(&config(&[A], 3600), store.clone());
+        let set = old.create(&session()).await.unwrap();
+        let rotated = sessions(&config(&[B, A], 3600), store.clone());
+        assert!(rotated.load(&cookie_headers(&set)).await.unwrap().is_some());
+        // Moved to the current secret: still loads after the old one is dropped.
+        let only_new = sessions(&config(&[B], 3600), store);
+        assert!(only_new.load(&cookie_headers(&set)).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn cookie_from_another_secret_does_not_load() {
+        let store: Arc<dyn SessionStore> = Arc::new(memory::MemoryStore::new(10));
+        let a = sessions(&config(&[A], 3600), store.clone());
+        let set = a.create(&session()).await.unwrap();
+        let b = sessions(&config(&[B], 3600), store);
+        assert!(b.load(&cookie_headers(&set)).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn idle_session_expires() {
+        let cfg = config(&[A], 1);
+        let s = sessions(&cfg, Arc::new(memory::MemoryStore::new(10)));
+        let mut old = session();
+        old.last_seen -= 5;
+        old.created_at -= 5;
+        let set = s.create(&old).await.unwrap();
+        assert!(s.load(&cookie_headers(&set)).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn find_cookie_reads_every_header() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        assert_eq!(find_cookie(&h, "b"), Some("2"));
+        assert_eq!(find_cookie(&h, "c"), Some("3"));
+        assert_eq!(find_cookie(&h, "d"), None);
+    }
+}

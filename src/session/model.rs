@@ -1,0 +1,50 @@
+//! What a session holds: who the user is and the tokens the gateway uses on their behalf.
+//! Only ever stored sealed (see `crypto`); tokens are `Secret`s, so `Debug` redacts them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// Seconds since the Unix epoch.
+pub type UnixTime = u64;
+
+pub fn now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// `sub` of the ID token (OIDC Core §2).
+    pub sub: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// From the configured groups claim.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The IdP's session id (`sid`), for back-channel logout.
+    #[serde(default)]
+    pub sid: Option<String>,
+    pub access_token: Secret,
+    /// When the access token expires, if the IdP said (`expires_in`).
+    pub access_expires_at: Option<UnixTime>,
+    pub refresh_token: Option<Secret>,
+    /// Kept for RP-initiated logout (`id_token_hint`).
+    pub id_token: Option<Secret>,
+    pub created_at: UnixTime,
+    pub last_seen: UnixTime,
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
