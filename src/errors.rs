@@ -87,10 +87,14 @@ impl Error {
         let mut next: Option<&(dyn std::error::Error + 'static)> =
             self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
         while let Some(e) = next {
-            if !out.is_empty() {
-                out.push_str(": ");
+            let text = e.to_string();
+            // Many errors already print their source; don't repeat it.
+            if !out.contains(&text) {
+                if !out.is_empty() {
+                    out.push_str(": ");
+                }
+                out.push_str(&text);
             }
-            out.push_str(&e.to_string());
             next = e.source();
         }
         out
