@@ -55,7 +55,6 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_uri_length: usize,
     pub trust_forwarded_headers: bool,
-    pub allowed_redirect_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +149,6 @@ struct RawServer {
     max_header_bytes: Option<usize>,
     max_uri_length: Option<usize>,
     trust_forwarded_headers: Option<bool>,
-    allowed_redirect_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -225,7 +223,6 @@ impl Config {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("oidc.scopes")
-                    .with_list_parse_key("server.allowed_redirect_hosts")
                     .try_parsing(true),
             )
             .build()
@@ -416,7 +413,6 @@ impl RawServer {
             max_header_bytes,
             max_uri_length,
             trust_forwarded_headers: self.trust_forwarded_headers.unwrap_or(false),
-            allowed_redirect_hosts: self.allowed_redirect_hosts.unwrap_or_default(),
         })
     }
 }
@@ -618,7 +614,6 @@ impl std::fmt::Display for Config {
         writeln!(f, "max_header_bytes = {}", s.max_header_bytes)?;
         writeln!(f, "max_uri_length = {}", s.max_uri_length)?;
         writeln!(f, "trust_forwarded_headers = {}", s.trust_forwarded_headers)?;
-        writeln!(f, "allowed_redirect_hosts = {:?}", s.allowed_redirect_hosts)?;
         writeln!(f, "\n[log]")?;
         let format = match self.log.format {
             LogFormat::Text => "text",
