@@ -263,7 +263,11 @@ fn clean_config_error(e: &config::ConfigError) -> String {
     e.to_string().replace('\n', " ")
 }
 
-fn parse_duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+fn parse_duration(
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
         Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
@@ -289,9 +293,14 @@ fn read_secret(
         (Some(value), None) => Ok(Some(Secret::new(value))),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::new(format!("{key}_file"), format!("cannot read {}: {e}", path.display()))
+                ConfigError::new(
+                    format!("{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?;
-            Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())))
+            Ok(Some(Secret::new(
+                text.trim_end_matches(['\r', '\n']).to_string(),
+            )))
         }
         (None, None) => Ok(None),
     }
@@ -367,14 +376,23 @@ impl RawServer {
         let tls = match (self.tls_cert_file, self.tls_key_file) {
             (Some(cert_file), Some(key_file)) => {
                 crate::server::load_tls_config(&cert_file, &key_file)?;
-                Some(TlsFiles { cert_file, key_file })
+                Some(TlsFiles {
+                    cert_file,
+                    key_file,
+                })
             }
             (None, None) => None,
             (Some(_), None) => {
-                return Err(ConfigError::new("server.tls_key_file", "missing: tls_cert_file is set"))
+                return Err(ConfigError::new(
+                    "server.tls_key_file",
+                    "missing: tls_cert_file is set",
+                ))
             }
             (None, Some(_)) => {
-                return Err(ConfigError::new("server.tls_cert_file", "missing: tls_key_file is set"))
+                return Err(ConfigError::new(
+                    "server.tls_cert_file",
+                    "missing: tls_key_file is set",
+                ))
             }
         };
         let max_header_bytes = self.max_header_bytes.unwrap_or(16 * 1024);
@@ -492,7 +510,10 @@ impl RawSession {
                 "missing: set session.secret or session.secret_file (at least 32 bytes, e.g. `openssl rand -base64 48`)",
             ));
         }
-        if let Some(i) = secrets.iter().position(|s| s.expose().len() < MIN_SECRET_BYTES) {
+        if let Some(i) = secrets
+            .iter()
+            .position(|s| s.expose().len() < MIN_SECRET_BYTES)
+        {
             return Err(ConfigError::new(
                 "session.secret",
                 format!("secret #{i} is shorter than {MIN_SECRET_BYTES} bytes"),
@@ -509,7 +530,10 @@ impl RawSession {
         }
         let max_sessions = self.max_sessions.unwrap_or(1_000_000);
         if max_sessions == 0 {
-            return Err(ConfigError::new("session.max_sessions", "must be at least 1"));
+            return Err(ConfigError::new(
+                "session.max_sessions",
+                "must be at least 1",
+            ));
         }
         Ok(SessionConfig {
             secrets,
@@ -636,7 +660,11 @@ impl std::fmt::Display for Config {
         }
         if let Some(se) = &self.session {
             writeln!(f, "\n[session]")?;
-            writeln!(f, "secret = [{}]", vec!["\"[redacted]\""; se.secrets.len()].join(", "))?;
+            writeln!(
+                f,
+                "secret = [{}]",
+                vec!["\"[redacted]\""; se.secrets.len()].join(", ")
+            )?;
             writeln!(f, "cookie_secure = {}", se.cookie_secure)?;
             writeln!(f, "store = \"memory\"")?;
             writeln!(f, "max_sessions = {}", se.max_sessions)?;

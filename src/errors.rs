@@ -84,8 +84,10 @@ impl Error {
     /// The whole cause chain, for the log line.
     pub fn cause_chain(&self) -> String {
         let mut out = String::new();
-        let mut next: Option<&(dyn std::error::Error + 'static)> =
-            self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
+        let mut next: Option<&(dyn std::error::Error + 'static)> = self
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
         while let Some(e) = next {
             let text = e.to_string();
             // Many errors already print their source; don't repeat it.
@@ -126,7 +128,10 @@ impl Error {
         let mut resp = Response::new(Body::Right(Full::new(Bytes::from(body))));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -81,7 +81,11 @@ impl Gateway {
                     .public_url
                     .join("/oauth2/callback")
                     .unwrap_or_else(|_| server.public_url.clone());
-                oidc.spawn_discovery(oidc_cfg.clone(), IdpHttp::new(upstream.clone()), redirect_uri);
+                oidc.spawn_discovery(
+                    oidc_cfg.clone(),
+                    IdpHttp::new(upstream.clone()),
+                    redirect_uri,
+                );
                 Some(Auth {
                     oidc,
                     login_cookies: LoginCookies::new(
@@ -177,7 +181,10 @@ impl Gateway {
             }
             p if p.starts_with("/oauth2/") => {
                 log.route = "oauth2";
-                let auth = self.auth.as_ref().ok_or_else(|| Error::new(Kind::NotFound))?;
+                let auth = self
+                    .auth
+                    .as_ref()
+                    .ok_or_else(|| Error::new(Kind::NotFound))?;
                 return endpoints::handle(auth, req, p, info).await;
             }
             _ => {}
@@ -252,15 +259,12 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// No session: a browser navigating is sent to log in (and back here afterwards); anything
 /// else — APIs, XHR, non-GET — gets a 401, so a POST can never start a redirect loop.
 fn login_or_unauthorized<B>(req: &Request<B>) -> Response<Body> {
-    let navigation = (req.method() == Method::GET || req.method() == Method::HEAD)
-        && wants_html(req.headers());
+    let navigation =
+        (req.method() == Method::GET || req.method() == Method::HEAD) && wants_html(req.headers());
     if !navigation {
         return unauthorized();
     }
-    let original = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let rd: String = url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
     page::redirect(&format!("/oauth2/start?rd={rd}"))
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod demo;
 pub mod endpoints;
 pub mod errors;
 pub mod gateway;
@@ -28,8 +29,19 @@ pub fn install_crypto_provider() {
 /// Binds, serves until SIGTERM/SIGINT, drains. The config is already validated.
 pub async fn run(config: Config) -> Result<(), errors::BoxError> {
     let listener = server::bind(config.server.listen).await.map_err(|e| {
-        format!("server.listen: cannot listen on {}: {e}", config.server.listen)
+        format!(
+            "server.listen: cannot listen on {}: {e}",
+            config.server.listen
+        )
     })?;
+    serve_on(listener, config).await
+}
+
+/// Serves on an already bound listener (used by `run` and by `demo`).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    config: Config,
+) -> Result<(), errors::BoxError> {
     let gateway = Arc::new(gateway::Gateway::new(&config));
     tracing::info!(
         listen = %listener.local_addr()?,

@@ -26,12 +26,29 @@ enum Command {
     Run(RunArgs),
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig(RunArgs),
+    /// Try it: the gateway plus an embedded demo identity provider and dashboard, on loopback.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where the gateway listens (loopback only).
+    #[arg(long, default_value = "127.0.0.1:4180")]
+    listen: String,
+    /// Log format: text or json.
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(Args, Clone)]
 struct RunArgs {
     /// Configuration file (TOML). Environment variables PORTCULLIS__SECTION__KEY override it.
-    #[arg(long, short, env = "PORTCULLIS_CONFIG", default_value = "/etc/portcullis/portcullis.toml")]
+    #[arg(
+        long,
+        short,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "/etc/portcullis/portcullis.toml"
+    )]
     config: PathBuf,
     /// Listen address (host:port), overriding server.listen.
     #[arg(long)]
@@ -45,7 +62,10 @@ impl RunArgs {
     fn load(&self) -> Result<Config, ExitCode> {
         let overrides = CliOverrides {
             listen: self.listen.clone(),
-            log_format: self.log_format.as_deref().and_then(|f| f.parse::<LogFormat>().ok()),
+            log_format: self
+                .log_format
+                .as_deref()
+                .and_then(|f| f.parse::<LogFormat>().ok()),
         };
         Config::load(&self.config, &overrides).map_err(|e| {
             eprintln!("portcullis: invalid configuration: {e}");
@@ -60,13 +80,51 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig(args)) => match args.load() {
             Ok(config) => {
-                println!("# configuration is valid; effective values (secrets redacted):\n{config}");
+                println!(
+                    "# configuration is valid; effective values (secrets redacted):\n{config}"
+                );
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
         Some(Command::Run(args)) => run(args),
+        Some(Command::Demo(args)) => demo(args),
         None => run(cli.run),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("portcullis: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    let Ok(listen) = args.listen.parse() else {
+        eprintln!("portcullis: --listen: {:?} is not host:port", args.listen);
+        return ExitCode::from(2);
+    };
+    let overrides = CliOverrides {
+        listen: None,
+        log_format: args
+            .log_format
+            .as_deref()
+            .and_then(|f| f.parse::<LogFormat>().ok()),
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(portcullis::demo::run(listen, &overrides)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -76,12 +134,9 @@ fn run(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     portcullis::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("portcullis: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(portcullis::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,7 +53,10 @@ fn user_headers(s: &Session) -> Option<UserHeaders> {
     Some(UserHeaders {
         bearer,
         user: HeaderValue::from_str(&s.sub).ok()?,
-        email: s.email.as_deref().and_then(|e| HeaderValue::from_str(e).ok()),
+        email: s
+            .email
+            .as_deref()
+            .and_then(|e| HeaderValue::from_str(e).ok()),
         groups: (!s.groups.is_empty())
             .then(|| HeaderValue::from_str(&s.groups.join(",")).ok())
             .flatten(),

@@ -312,7 +312,10 @@ mod tests {
         assert_eq!(port(Some("wild.test"), "/"), Some(4));
         assert_eq!(port(Some("other"), "/b/c"), Some(3));
         assert_eq!(port(None, "/c"), Some(4));
-        assert_eq!(t.match_request(None, "/c").unwrap().upstream.base_path, "/base");
+        assert_eq!(
+            t.match_request(None, "/c").unwrap().upstream.base_path,
+            "/base"
+        );
     }
 
     #[test]

@@ -29,15 +29,31 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Parses the certificate chain and key; used both by config validation (so a broken file
 /// fails at start, naming the key) and by the listener.
-pub fn load_tls_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, ConfigError> {
+pub fn load_tls_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<rustls::ServerConfig, ConfigError> {
     let err = |key: &str, reason: String| ConfigError {
         key: key.to_string(),
         reason,
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| err("server.tls_cert_file", format!("cannot read {}: {e}", cert_file.display())))?
+        .map_err(|e| {
+            err(
+                "server.tls_cert_file",
+                format!("cannot read {}: {e}", cert_file.display()),
+            )
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| err("server.tls_cert_file", format!("{} is not a PEM certificate chain: {e}", cert_file.display())))?;
+        .map_err(|e| {
+            err(
+                "server.tls_cert_file",
+                format!(
+                    "{} is not a PEM certificate chain: {e}",
+                    cert_file.display()
+                ),
+            )
+        })?;
     if certs.is_empty() {
         return Err(err(
             "server.tls_cert_file",
@@ -53,7 +69,12 @@ pub fn load_tls_config(cert_file: &Path, key_file: &Path) -> Result<rustls::Serv
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| err("server.tls_key_file", format!("does not match the certificate: {e}")))?;
+        .map_err(|e| {
+            err(
+                "server.tls_key_file",
+                format!("does not match the certificate: {e}"),
+            )
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

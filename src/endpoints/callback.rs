@@ -16,7 +16,11 @@ use crate::secret::constant_time_eq;
 use crate::session::model::now;
 use crate::session::{crypto::SessionId, find_cookie, Session};
 
-pub async fn handle(auth: &Auth, req: &Request<Incoming>, info: &RequestInfo<'_>) -> Response<Body> {
+pub async fn handle(
+    auth: &Auth,
+    req: &Request<Incoming>,
+    info: &RequestInfo<'_>,
+) -> Response<Body> {
     let params = query_params(req.uri().query());
     let state = single(&params, "state").ok().flatten().map(str::to_owned);
     let mut resp = match complete(auth, req, &params, state.as_deref()).await {
@@ -44,9 +48,17 @@ async fn complete(
     state: Option<&str>,
 ) -> Result<Response<Body>, Error> {
     let oidc = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
-    let state = state.ok_or_else(|| Error::new(Kind::BadRequest("the login response has no state")))?;
-    let unknown = || Error::new(Kind::BadRequest("unknown, expired or already used login; please sign in again"));
-    let payload = auth.login_cookies.open(req.headers(), state).ok_or_else(unknown)?;
+    let state =
+        state.ok_or_else(|| Error::new(Kind::BadRequest("the login response has no state")))?;
+    let unknown = || {
+        Error::new(Kind::BadRequest(
+            "unknown, expired or already used login; please sign in again",
+        ))
+    };
+    let payload = auth
+        .login_cookies
+        .open(req.headers(), state)
+        .ok_or_else(unknown)?;
     let pending: PendingLogin = serde_json::from_str(&payload).map_err(|_| unknown())?;
     if !constant_time_eq(pending.state.as_bytes(), state.as_bytes()) {
         return Err(unknown());
@@ -78,9 +90,15 @@ async fn complete(
     // RFC 9207 §2.4: when the IdP promises `iss`, it must be there and be this issuer.
     match single(params, "iss")? {
         Some(iss) if iss == oidc.issuer() => {}
-        Some(_) => return Err(Error::new(Kind::BadRequest("the login response came from another issuer"))),
+        Some(_) => {
+            return Err(Error::new(Kind::BadRequest(
+                "the login response came from another issuer",
+            )))
+        }
         None if oidc.requires_iss_parameter() => {
-            return Err(Error::new(Kind::BadRequest("the login response names no issuer")))
+            return Err(Error::new(Kind::BadRequest(
+                "the login response names no issuer",
+            )))
         }
         None => {}
     }
@@ -92,7 +110,8 @@ async fn complete(
     let tokens = pending.complete(code, oidc).await?;
 
     // No fixation: whatever session the browser had is ended; the new one gets a fresh id.
-    let old = find_cookie(req.headers(), auth.sessions.cookie_name()).and_then(SessionId::from_cookie);
+    let old =
+        find_cookie(req.headers(), auth.sessions.cookie_name()).and_then(SessionId::from_cookie);
     if let Some(old) = old {
         auth.sessions
             .delete(&old)

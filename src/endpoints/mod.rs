@@ -50,7 +50,9 @@ pub fn single<'p>(params: &'p [(String, String)], name: &str) -> Result<Option<&
     let mut found = params.iter().filter(|(k, _)| k == name);
     let first = found.next().map(|(_, v)| v.as_str());
     if found.next().is_some() {
-        return Err(Error::new(Kind::BadRequest("a query parameter is repeated")));
+        return Err(Error::new(Kind::BadRequest(
+            "a query parameter is repeated",
+        )));
     }
     Ok(first)
 }

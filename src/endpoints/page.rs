@@ -37,8 +37,14 @@ pub fn render(title: &str, message: &str, request_id: &str) -> String {
 fn no_store(resp: &mut Response<Body>) {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 pub fn html_response(status: StatusCode, body: String) -> Response<Body> {
@@ -46,7 +52,10 @@ pub fn html_response(status: StatusCode, body: String) -> Response<Body> {
     *resp.status_mut() = status;
     no_store(&mut resp);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
@@ -58,8 +67,10 @@ pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(proxy::full(body));
     *resp.status_mut() = status;
     no_store(&mut resp);
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -67,8 +78,10 @@ pub fn text_response(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(proxy::full(body));
     *resp.status_mut() = status;
     no_store(&mut resp);
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 

@@ -14,7 +14,8 @@ use crate::session::{crypto::SessionId, find_cookie};
 pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let params = query_params(req.uri().query());
     let return_to = safe_return_path(single(&params, "rd")?);
-    let id = find_cookie(req.headers(), auth.sessions.cookie_name()).and_then(SessionId::from_cookie);
+    let id =
+        find_cookie(req.headers(), auth.sessions.cookie_name()).and_then(SessionId::from_cookie);
     if let Some(id) = id {
         auth.sessions
             .delete(&id)

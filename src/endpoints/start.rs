@@ -15,7 +15,8 @@ pub fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Er
     let params = query_params(req.uri().query());
     let return_to = safe_return_path(single(&params, "rd")?);
     let (pending, authorize_url) = oidc.begin_login(return_to);
-    let payload = serde_json::to_string(&pending).map_err(|e| Error::with_source(Kind::Internal, e))?;
+    let payload =
+        serde_json::to_string(&pending).map_err(|e| Error::with_source(Kind::Internal, e))?;
     let set_cookie = auth
         .login_cookies
         .seal(&pending.state, payload)

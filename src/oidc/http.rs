@@ -24,7 +24,11 @@ impl IdpHttp {
     }
 
     /// GET a JSON document; non-2xx and malformed JSON are errors.
-    pub async fn get_json<T: DeserializeOwned>(&self, url: &Url, what: &'static str) -> Result<T, Error> {
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        what: &'static str,
+    ) -> Result<T, Error> {
         let req = http::Request::get(url.as_str())
             .header(http::header::ACCEPT, "application/json")
             .body(proxy::empty())
@@ -36,24 +40,26 @@ impl IdpHttp {
                 format!("{url} answered {}", resp.status()),
             ));
         }
-        serde_json::from_slice(resp.body())
-            .map_err(|e| Error::with_source(Kind::Idp(what), e))
+        serde_json::from_slice(resp.body()).map_err(|e| Error::with_source(Kind::Idp(what), e))
     }
 
     async fn execute_request(
         &self,
         req: http::Request<proxy::Body>,
     ) -> Result<http::Response<Bytes>, Error> {
-        let resp = self
-            .upstream
-            .send(req)
-            .await
-            .map_err(|e| Error::with_source(Kind::Idp("the identity provider could not be reached"), e))?;
+        let resp = self.upstream.send(req).await.map_err(|e| {
+            Error::with_source(Kind::Idp("the identity provider could not be reached"), e)
+        })?;
         let (parts, body) = resp.into_parts();
         let bytes = Limited::new(body, MAX_IDP_BODY)
             .collect()
             .await
-            .map_err(|e| Error::with_source(Kind::Idp("the identity provider's answer could not be read"), e))?
+            .map_err(|e| {
+                Error::with_source(
+                    Kind::Idp("the identity provider's answer could not be read"),
+                    e,
+                )
+            })?
             .to_bytes();
         Ok(http::Response::from_parts(parts, bytes))
     }

@@ -35,7 +35,11 @@ pub fn allowed_algorithms(advertised: &[String]) -> Vec<Algorithm> {
     };
     ASYMMETRIC
         .into_iter()
-        .filter(|a| names.iter().any(|n| n.parse::<Algorithm>().ok() == Some(*a)))
+        .filter(|a| {
+            names
+                .iter()
+                .any(|n| n.parse::<Algorithm>().ok() == Some(*a))
+        })
         .collect()
 }
 
@@ -81,13 +85,23 @@ pub struct Expectations<'a> {
 }
 
 fn invalid(reason: impl Into<crate::errors::BoxError>) -> Error {
-    Error::with_source(Kind::Idp("the identity provider sent an invalid ID token"), reason)
+    Error::with_source(
+        Kind::Idp("the identity provider sent an invalid ID token"),
+        reason,
+    )
 }
 
-pub async fn validate(token: &str, jwks: &Jwks, want: &Expectations<'_>) -> Result<IdClaims, Error> {
+pub async fn validate(
+    token: &str,
+    jwks: &Jwks,
+    want: &Expectations<'_>,
+) -> Result<IdClaims, Error> {
     let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
     if !want.algorithms.contains(&header.alg) {
-        return Err(invalid(format!("algorithm {:?} is not accepted", header.alg)));
+        return Err(invalid(format!(
+            "algorithm {:?} is not accepted",
+            header.alg
+        )));
     }
     let key = jwks.key(header.kid.as_deref()).await?;
     let mut v = Validation::new(header.alg);

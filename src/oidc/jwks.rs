@@ -53,7 +53,10 @@ impl Jwks {
             }
             if last.elapsed() >= REFETCH_INTERVAL {
                 *last = Instant::now();
-                let fresh: JwkSet = self.http.get_json(&self.uri, "fetching the JWKS failed").await?;
+                let fresh: JwkSet = self
+                    .http
+                    .get_json(&self.uri, "fetching the JWKS failed")
+                    .await?;
                 match self.keys.write() {
                     Ok(mut k) => *k = Arc::new(fresh),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(fresh),

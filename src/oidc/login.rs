@@ -2,8 +2,10 @@
 //! `begin_login` makes a `PendingLogin` (sealed into a cookie by the caller) and the IdP
 //! URL; `PendingLogin::complete` consumes it, so one login can be completed only once.
 
-use oauth2::{AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RequestTokenError};
 use oauth2::TokenResponse as _;
+use oauth2::{
+    AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RequestTokenError,
+};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -95,7 +97,9 @@ impl PendingLogin {
             .await
             .map_err(|e| match e {
                 RequestTokenError::ServerResponse(r) => Error::with_source(
-                    Kind::BadRequest("the identity provider rejected the login; please sign in again"),
+                    Kind::BadRequest(
+                        "the identity provider rejected the login; please sign in again",
+                    ),
                     format!("token endpoint error: {}", r.error()),
                 ),
                 other => Error::with_source(
@@ -125,7 +129,9 @@ impl PendingLogin {
             claims,
             access_token: Secret::new(resp.access_token().secret().clone()),
             access_expires_at: resp.expires_in().map(|d| now() + d.as_secs()),
-            refresh_token: resp.refresh_token().map(|t| Secret::new(t.secret().clone())),
+            refresh_token: resp
+                .refresh_token()
+                .map(|t| Secret::new(t.secret().clone())),
             id_token: Secret::new(id_token),
         })
     }

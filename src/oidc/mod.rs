@@ -67,7 +67,11 @@ pub struct OidcClient {
 
 impl OidcClient {
     /// Discovery, JWKS, and the `oauth2` client with the right client authentication.
-    pub async fn discover(cfg: &OidcConfig, http: IdpHttp, redirect_uri: &Url) -> Result<Self, Error> {
+    pub async fn discover(
+        cfg: &OidcConfig,
+        http: IdpHttp,
+        redirect_uri: &Url,
+    ) -> Result<Self, Error> {
         let metadata = discovery::discover(&http, &cfg.issuer).await?;
         let jwks = Jwks::load(http.clone(), metadata.jwks_uri.clone()).await?;
         let bad = |e: url::ParseError| Error::with_source(Kind::Idp("OIDC discovery failed"), e);
@@ -87,7 +91,8 @@ impl OidcClient {
                 AuthType::BasicAuth
             });
         }
-        let algorithms = id_token::allowed_algorithms(&metadata.id_token_signing_alg_values_supported);
+        let algorithms =
+            id_token::allowed_algorithms(&metadata.id_token_signing_alg_values_supported);
         if algorithms.is_empty() {
             return Err(Error::with_source(
                 Kind::Idp("OIDC discovery failed"),

@@ -285,7 +285,10 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "a.test");
         assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http;host=\"a.test\"");
 
-        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
         set_forwarded(&mut h, conn, Some("a.test"), true);
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -304,7 +307,10 @@ mod tests {
 
     #[test]
     fn gateway_cookies_are_dropped() {
-        let mut h = map(&[("cookie", "a=1; portcullis=SECRET; b=2"), ("cookie", "portcullis_login_x=y")]);
+        let mut h = map(&[
+            ("cookie", "a=1; portcullis=SECRET; b=2"),
+            ("cookie", "portcullis_login_x=y"),
+        ]);
         strip_cookies(&mut h, |n| n.starts_with("portcullis"));
         assert_eq!(h.get_all("cookie").iter().count(), 1);
         assert_eq!(h["cookie"], "a=1; b=2");

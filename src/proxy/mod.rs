@@ -115,8 +115,9 @@ impl Upstream {
         h.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
         permit.apply(h);
         let host = match (ctx.route.preserve_host, client_host) {
-            (true, Some(original)) => HeaderValue::from_str(&original)
-                .unwrap_or_else(|_| target.host_header.clone()),
+            (true, Some(original)) => {
+                HeaderValue::from_str(&original).unwrap_or_else(|_| target.host_header.clone())
+            }
             _ => target.host_header.clone(),
         };
         h.insert(header::HOST, host);
@@ -188,4 +189,3 @@ fn client_tls_config() -> rustls::ClientConfig {
         .with_root_certificates(roots)
         .with_no_client_auth()
 }
-

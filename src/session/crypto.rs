@@ -115,7 +115,9 @@ impl Keyring {
         let k = self.keys.get(secret_index)?;
         let infos: [&[u8]; 2] = [b"seal:", &id.0];
         k.hkdf.expand(&infos, Len32).ok()?.fill(&mut key).ok()?;
-        UnboundKey::new(&AES_256_GCM, &key).ok().map(LessSafeKey::new)
+        UnboundKey::new(&AES_256_GCM, &key)
+            .ok()
+            .map(LessSafeKey::new)
     }
 
     /// Seals with the first secret: random nonce || ciphertext || tag. The key is unique per
@@ -147,7 +149,9 @@ impl Keyring {
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buf = rest.to_vec();
-        let plain = key.open_in_place(nonce, Aad::from(b"session"), &mut buf).ok()?;
+        let plain = key
+            .open_in_place(nonce, Aad::from(b"session"), &mut buf)
+            .ok()?;
         let len = plain.len();
         buf.truncate(len);
         Some(buf)

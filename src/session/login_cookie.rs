@@ -107,7 +107,13 @@ mod tests {
     }
 
     fn request_with(set_cookie: &HeaderValue) -> HeaderMap {
-        let pair = set_cookie.to_str().unwrap().split(';').next().unwrap().to_string();
+        let pair = set_cookie
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_str(&pair).unwrap());
         h

@@ -52,7 +52,10 @@ impl MemoryStore {
 }
 
 impl SessionStore for MemoryStore {
-    fn get<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<Option<Arc<[u8]>>, StoreError>> {
+    fn get<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<[u8]>>, StoreError>> {
         async move { Ok(self.cache.get(key).await.map(|e| e.sealed)) }.boxed()
     }
 
@@ -81,7 +84,7 @@ impl SessionStore for MemoryStore {
         async { Ok(()) }.boxed()
     }
 
-    fn len(&self) -> Option<u64> {
+    fn entry_count(&self) -> Option<u64> {
         Some(self.cache.entry_count())
     }
 }
@@ -94,7 +97,9 @@ mod tests {
     async fn put_get_delete() {
         let s = MemoryStore::new(10);
         let k = [7u8; 32];
-        s.put(k, Arc::from(&b"v"[..]), Duration::from_secs(60)).await.unwrap();
+        s.put(k, Arc::from(&b"v"[..]), Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(s.get(&k).await.unwrap().as_deref(), Some(&b"v"[..]));
         s.delete(&k).await.unwrap();
         assert!(s.get(&k).await.unwrap().is_none());
@@ -104,7 +109,9 @@ mod tests {
     async fn entries_expire() {
         let s = MemoryStore::new(10);
         let k = [1u8; 32];
-        s.put(k, Arc::from(&b"v"[..]), Duration::from_millis(50)).await.unwrap();
+        s.put(k, Arc::from(&b"v"[..]), Duration::from_millis(50))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(s.get(&k).await.unwrap().is_none());
     }

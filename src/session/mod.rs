@@ -130,7 +130,8 @@ impl Sessions {
             .store_key(0, id)
             .ok_or_else(|| StoreError("no session secret".into()))?;
         let now = now();
-        let absolute_left = (session.created_at + self.absolute_timeout.as_secs()).saturating_sub(now);
+        let absolute_left =
+            (session.created_at + self.absolute_timeout.as_secs()).saturating_sub(now);
         let ttl = Duration::from_secs(absolute_left.min(self.idle_timeout.as_secs()).max(1));
         self.store.put(key, Arc::from(sealed), ttl).await
     }
@@ -216,7 +217,13 @@ mod tests {
     }
 
     fn cookie_headers(set_cookie: &HeaderValue) -> HeaderMap {
-        let pair = set_cookie.to_str().unwrap().split(';').next().unwrap().to_string();
+        let pair = set_cookie
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_str(&pair).unwrap());
         h
@@ -248,7 +255,11 @@ mod tests {
         assert!(rotated.load(&cookie_headers(&set)).await.unwrap().is_some());
         // Moved to the current secret: still loads after the old one is dropped.
         let only_new = sessions(&config(&[B], 3600), store);
-        assert!(only_new.load(&cookie_headers(&set)).await.unwrap().is_some());
+        assert!(only_new
+            .load(&cookie_headers(&set))
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test]

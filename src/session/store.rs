@@ -14,7 +14,8 @@ pub struct StoreError(pub String);
 
 /// A key-value store of sealed sessions with per-entry time-to-live.
 pub trait SessionStore: Send + Sync {
-    fn get<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<Option<Arc<[u8]>>, StoreError>>;
+    fn get<'a>(&'a self, key: &'a StoreKey)
+        -> BoxFuture<'a, Result<Option<Arc<[u8]>>, StoreError>>;
     fn put<'a>(
         &'a self,
         key: StoreKey,
@@ -25,5 +26,5 @@ pub trait SessionStore: Send + Sync {
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Entries held, where the backend knows (memory store), for metrics.
-    fn len(&self) -> Option<u64>;
+    fn entry_count(&self) -> Option<u64>;
 }

@@ -16,6 +16,9 @@
 
 pub mod gateway;
 pub mod http;
+pub mod idp;
+pub mod login;
+pub mod mock_idp;
 pub mod process;
 pub mod tls;
 pub mod upstream;

@@ -392,14 +392,12 @@ fn upgrade_websocket(req: Request<Incoming>) -> Response<Body> {
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(message)) = ws.next().await {
-            match message {
-                Message::Text(_) | Message::Binary(_) => {
-                    if ws.send(message).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
+            if message.is_close() {
+                break;
+            }
+            let is_data = matches!(message, Message::Text(_) | Message::Binary(_));
+            if is_data && ws.send(message).await.is_err() {
+                break;
             }
         }
     });

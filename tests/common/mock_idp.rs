@@ -1,0 +1,339 @@
+//! `MockIdp`: a tiny in-process OpenID Provider (hyper 1, `127.0.0.1:0`) for what a
+//! real, correct IdP will never do: hand out an ID token with the wrong audience, nonce,
+//! issuer, signature or expiry. Chosen per test with [`MockIdp::set_fault`].
+//!
+//! - `GET /.well-known/openid-configuration` — discovery (ES256 only, S256 PKCE, RFC 9207
+//!   `iss` in authorization responses);
+//! - `GET /jwks` — one P-256 key (generated with rcgen at start);
+//! - `GET /authorize` — no login page: 302 straight back to `redirect_uri` with
+//!   `code`, `state`, `iss`;
+//! - `POST /token` — checks the code, the `redirect_uri` and the PKCE verifier (S256),
+//!   then returns an access token and an ES256 ID token (faulty as configured).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::login::random_hex;
+
+/// What is wrong with the ID tokens the mock issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdTokenFault {
+    /// A correct ID token.
+    None,
+    /// `aud` is another client.
+    WrongAudience,
+    /// `nonce` is not the one the gateway sent.
+    WrongNonce,
+    /// `iss` is another issuer.
+    WrongIssuer,
+    /// Signed with a key that is not in the JWKS (same `kid`).
+    UnknownKey,
+    /// `exp` (and `iat`) an hour in the past.
+    Expired,
+    /// `alg: none`, no signature.
+    Unsigned,
+}
+
+struct EcKey {
+    pkcs8_der: Vec<u8>,
+    /// Public point, uncompressed: 0x04 || x || y.
+    public: Vec<u8>,
+}
+
+impl EcKey {
+    fn generate() -> Self {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .expect("generate P-256 key");
+        EcKey {
+            pkcs8_der: pair.serialize_der(),
+            public: pair.public_key_raw().to_vec(),
+        }
+    }
+
+    fn jwk(&self, kid: &str) -> Value {
+        assert_eq!(self.public.len(), 65, "uncompressed P-256 point");
+        json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&self.public[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&self.public[33..65]),
+            "kid": kid,
+            "alg": "ES256",
+            "use": "sig",
+        })
+    }
+}
+
+struct Authorization {
+    client_id: String,
+    redirect_uri: String,
+    nonce: Option<String>,
+    code_challenge: String,
+}
+
+struct State {
+    issuer: String,
+    kid: String,
+    key: EcKey,
+    other_key: EcKey,
+    fault: Mutex<IdTokenFault>,
+    codes: Mutex<HashMap<String, Authorization>>,
+    token_requests: AtomicUsize,
+    tokens_issued: AtomicUsize,
+}
+
+/// The running mock. Dropping it stops accepting connections.
+pub struct MockIdp {
+    addr: SocketAddr,
+    state: Arc<State>,
+    accept_task: JoinHandle<()>,
+}
+
+impl MockIdp {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock IdP");
+        let addr = listener.local_addr().expect("mock IdP local_addr");
+        let state = Arc::new(State {
+            issuer: format!("http://{addr}"),
+            kid: format!("mock-{}", random_hex(4)),
+            key: EcKey::generate(),
+            other_key: EcKey::generate(),
+            fault: Mutex::new(IdTokenFault::None),
+            codes: Mutex::new(HashMap::new()),
+            token_requests: AtomicUsize::new(0),
+            tokens_issued: AtomicUsize::new(0),
+        });
+        let accept_state = state.clone();
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = accept_state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        MockIdp {
+            addr,
+            state,
+            accept_task,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`: the issuer.
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// What the next ID tokens get wrong.
+    pub fn set_fault(&self, fault: IdTokenFault) {
+        *self.state.fault.lock().unwrap() = fault;
+    }
+
+    /// `POST /token` requests so far (valid or not).
+    pub fn token_requests(&self) -> usize {
+        self.state.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Token responses with an ID token sent so far.
+    pub fn tokens_issued(&self) -> usize {
+        self.state.tokens_issued.load(Ordering::SeqCst)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MockIdp {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+fn oauth_error(error: &str, description: &str) -> Response<Body> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": error, "error_description": description }),
+    )
+}
+
+fn params(text: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let issuer = state.issuer.as_str();
+    let resp = match (req.method().clone(), req.uri().path()) {
+        (Method::GET, "/.well-known/openid-configuration") => json_response(
+            StatusCode::OK,
+            &json!({
+                "issuer": issuer,
+                "authorization_endpoint": format!("{issuer}/authorize"),
+                "token_endpoint": format!("{issuer}/token"),
+                "jwks_uri": format!("{issuer}/jwks"),
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+                "authorization_response_iss_parameter_supported": true,
+            }),
+        ),
+        (Method::GET, "/jwks") => json_response(
+            StatusCode::OK,
+            &json!({ "keys": [state.key.jwk(&state.kid)] }),
+        ),
+        (Method::GET, "/authorize") => authorize(&state, req.uri().query().unwrap_or("")),
+        (Method::POST, "/token") => {
+            state.token_requests.fetch_add(1, Ordering::SeqCst);
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            token(&state, &String::from_utf8_lossy(&body))
+        }
+        _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
+    };
+    Ok(resp)
+}
+
+fn authorize(state: &State, query: &str) -> Response<Body> {
+    let p = params(query);
+    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+    if get("response_type") != "code" || get("code_challenge_method") != "S256" {
+        return oauth_error("invalid_request", "response_type=code with S256 PKCE only");
+    }
+    let redirect_uri = get("redirect_uri");
+    let Ok(mut target) = url::Url::parse(&redirect_uri) else {
+        return oauth_error("invalid_request", "bad redirect_uri");
+    };
+    let code = random_hex(16);
+    state.codes.lock().unwrap().insert(
+        code.clone(),
+        Authorization {
+            client_id: get("client_id"),
+            redirect_uri,
+            nonce: p.get("nonce").cloned(),
+            code_challenge: get("code_challenge"),
+        },
+    );
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &get("state"))
+        .append_pair("iss", &state.issuer);
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header("location", target.as_str())
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+fn token(state: &State, body: &str) -> Response<Body> {
+    let p = params(body);
+    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+    if get("grant_type") != "authorization_code" {
+        return oauth_error("unsupported_grant_type", "authorization_code only");
+    }
+    let Some(auth) = state.codes.lock().unwrap().remove(&get("code")) else {
+        return oauth_error("invalid_grant", "unknown or used code");
+    };
+    if get("redirect_uri") != auth.redirect_uri {
+        return oauth_error("invalid_grant", "redirect_uri mismatch");
+    }
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, get("code_verifier").as_bytes());
+    if URL_SAFE_NO_PAD.encode(digest.as_ref()) != auth.code_challenge {
+        return oauth_error("invalid_grant", "PKCE verification failed");
+    }
+
+    let fault = *state.fault.lock().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (iat, exp) = if fault == IdTokenFault::Expired {
+        (now - 7200, now - 3600)
+    } else {
+        (now, now + 300)
+    };
+    let claims = json!({
+        "iss": if fault == IdTokenFault::WrongIssuer { "http://127.0.0.1:1" } else { state.issuer.as_str() },
+        "sub": "mock-user",
+        "aud": if fault == IdTokenFault::WrongAudience { "another-client" } else { auth.client_id.as_str() },
+        "iat": iat,
+        "exp": exp,
+        "nonce": if fault == IdTokenFault::WrongNonce { "not-the-nonce".to_string() } else { auth.nonce.unwrap_or_default() },
+        "email": "mock-user@corp.test",
+        "name": "Mock User",
+        "groups": ["mockers"],
+    });
+    let id_token = match fault {
+        IdTokenFault::Unsigned => {
+            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+            let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+            format!("{header}.{payload}.")
+        }
+        _ => {
+            let key = if fault == IdTokenFault::UnknownKey {
+                &state.other_key
+            } else {
+                &state.key
+            };
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(state.kid.clone());
+            encode(&header, &claims, &EncodingKey::from_ec_der(&key.pkcs8_der))
+                .expect("sign ID token")
+        }
+    };
+    state.tokens_issued.fetch_add(1, Ordering::SeqCst);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "access_token": format!("mock-access-{}", random_hex(16)),
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "id_token": id_token,
+        }),
+    )
+}
