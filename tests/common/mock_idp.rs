@@ -8,7 +8,8 @@
 //! - `GET /authorize` — no login page: 302 straight back to `redirect_uri` with
 //!   `code`, `state`, `iss`;
 //! - `POST /token` — checks the code, the `redirect_uri` and the PKCE verifier (S256),
-//!   then returns an access token and an ES256 ID token (faulty as configured).
+//!   then returns an access token, a refresh token and an ES256 ID token (faulty as
+//!   configured); every response is recorded ([`MockIdp::issued`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -96,7 +97,15 @@ struct State {
     fault: Mutex<IdTokenFault>,
     codes: Mutex<HashMap<String, Authorization>>,
     token_requests: AtomicUsize,
-    tokens_issued: AtomicUsize,
+    issued: Mutex<Vec<IssuedTokens>>,
+}
+
+/// One successful token response, as sent.
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub id_token: String,
 }
 
 /// The running mock. Dropping it stops accepting connections.
@@ -120,7 +129,7 @@ impl MockIdp {
             fault: Mutex::new(IdTokenFault::None),
             codes: Mutex::new(HashMap::new()),
             token_requests: AtomicUsize::new(0),
-            tokens_issued: AtomicUsize::new(0),
+            issued: Mutex::new(Vec::new()),
         });
         let accept_state = state.clone();
         let accept_task = tokio::spawn(async move {
@@ -159,9 +168,9 @@ impl MockIdp {
         self.state.token_requests.load(Ordering::SeqCst)
     }
 
-    /// Token responses with an ID token sent so far.
-    pub fn tokens_issued(&self) -> usize {
-        self.state.tokens_issued.load(Ordering::SeqCst)
+    /// Every successful token response so far.
+    pub fn issued(&self) -> Vec<IssuedTokens> {
+        self.state.issued.lock().unwrap().clone()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -326,14 +335,18 @@ fn token(state: &State, body: &str) -> Response<Body> {
                 .expect("sign ID token")
         }
     };
-    state.tokens_issued.fetch_add(1, Ordering::SeqCst);
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "access_token": format!("mock-access-{}", random_hex(16)),
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "id_token": id_token,
-        }),
-    )
+    let issued = IssuedTokens {
+        access_token: format!("mock-access-{}", random_hex(16)),
+        refresh_token: format!("mock-refresh-{}", random_hex(16)),
+        id_token,
+    };
+    let body = json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "refresh_token": issued.refresh_token,
+        "id_token": issued.id_token,
+    });
+    state.issued.lock().unwrap().push(issued);
+    json_response(StatusCode::OK, &body)
 }
