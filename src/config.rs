@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub public_url: Url,
     pub tls: Option<TlsFiles>,
+    /// Extra CA certificates (PEM) trusted for https upstreams and the IdP.
+    pub upstream_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub upstream_ca_file: Option<PathBuf>,
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
     pub drain_timeout: Duration,
@@ -143,6 +146,7 @@ struct RawServer {
     public_url: Option<String>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
+    upstream_ca_file: Option<PathBuf>,
     upstream_timeout: Option<String>,
     connect_timeout: Option<String>,
     drain_timeout: Option<String>,
@@ -395,6 +399,10 @@ impl RawServer {
                 ))
             }
         };
+        let upstream_ca = match &self.upstream_ca_file {
+            Some(path) => load_ca_file(path)?,
+            None => Vec::new(),
+        };
         let max_header_bytes = self.max_header_bytes.unwrap_or(16 * 1024);
         if !(1024..=1024 * 1024).contains(&max_header_bytes) {
             return Err(ConfigError::new(
@@ -413,6 +421,8 @@ impl RawServer {
             listen,
             public_url,
             tls,
+            upstream_ca,
+            upstream_ca_file: self.upstream_ca_file,
             upstream_timeout: parse_duration(
                 "server.upstream_timeout",
                 self.upstream_timeout.as_deref(),
@@ -604,6 +614,30 @@ impl RawRoute {
     }
 }
 
+fn load_ca_file(
+    path: &Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    let key = "server.upstream_ca_file";
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ConfigError::new(key, format!("{} is not PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!("{} contains no certificate", path.display()),
+        ));
+    }
+    let mut probe = rustls::RootCertStore::empty();
+    for cert in &certs {
+        probe
+            .add(cert.clone())
+            .map_err(|e| ConfigError::new(key, format!("unusable CA certificate: {e}")))?;
+    }
+    Ok(certs)
+}
+
 fn parse_http_url(key: &str, text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text)
         .map_err(|e| ConfigError::new(key, format!("{text:?} is not a URL ({e})")))?;
@@ -631,6 +665,9 @@ impl std::fmt::Display for Config {
         if let Some(tls) = &s.tls {
             writeln!(f, "tls_cert_file = {:?}", tls.cert_file)?;
             writeln!(f, "tls_key_file = {:?}", tls.key_file)?;
+        }
+        if let Some(ca) = &s.upstream_ca_file {
+            writeln!(f, "upstream_ca_file = {ca:?}")?;
         }
         writeln!(f, "upstream_timeout = \"{}\"", d(s.upstream_timeout))?;
         writeln!(f, "connect_timeout = \"{}\"", d(s.connect_timeout))?;

@@ -71,7 +71,11 @@ impl Gateway {
     /// Builds the gateway and starts OIDC discovery in the background.
     pub fn new(config: &Config) -> Self {
         let server = &config.server;
-        let upstream = Upstream::new(server.connect_timeout, server.upstream_timeout);
+        let upstream = Upstream::new(
+            server.connect_timeout,
+            server.upstream_timeout,
+            &server.upstream_ca,
+        );
         let auth = match (&config.oidc, &config.session) {
             (Some(oidc_cfg), Some(session_cfg)) => {
                 let keyring = Arc::new(Keyring::new(&session_cfg.secrets));

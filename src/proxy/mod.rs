@@ -50,14 +50,18 @@ pub struct ForwardContext<'a> {
 }
 
 impl Upstream {
-    pub fn new(connect_timeout: Duration, timeout: Duration) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        timeout: Duration,
+        extra_roots: &[rustls_pki_types::CertificateDer<'static>],
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_tls_config())
+            .with_tls_config(client_tls_config(extra_roots))
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -176,9 +180,15 @@ fn splice_upgrade(
     Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
 }
 
-/// Trust store for https upstreams and the IdP: the platform's roots plus Mozilla's.
-fn client_tls_config() -> rustls::ClientConfig {
+/// Trust store for https upstreams and the IdP: the platform's roots, Mozilla's, and the
+/// operator's `server.upstream_ca_file`.
+fn client_tls_config(
+    extra_roots: &[rustls_pki_types::CertificateDer<'static>],
+) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
+    for cert in extra_roots {
+        let _ = roots.add(cert.clone());
+    }
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
