@@ -63,6 +63,8 @@ async fn main() {
         idle_timeout: Duration::from_secs(8 * 3600),
         absolute_timeout: Duration::from_secs(24 * 3600),
         login_timeout: Duration::from_secs(600),
+        refresh_before: Duration::from_secs(60),
+        sign_out_requires_post: false,
     };
     let store = Arc::new(MemoryStore::new(cfg.max_sessions));
     let sessions = Sessions::new(&cfg, Arc::new(Keyring::new(&cfg.secrets)), store.clone());

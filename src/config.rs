@@ -113,6 +113,10 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
     pub login_timeout: Duration,
+    /// Refresh the access token when it expires within this.
+    pub refresh_before: Duration,
+    /// Sign-out only by POST (a GET shows a confirmation form).
+    pub sign_out_requires_post: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +197,8 @@ struct RawSession {
     idle_timeout: Option<String>,
     absolute_timeout: Option<String>,
     login_timeout: Option<String>,
+    refresh_before: Option<String>,
+    sign_out_requires_post: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -564,6 +570,12 @@ impl RawSession {
                 self.login_timeout.as_deref(),
                 Duration::from_secs(600),
             )?,
+            refresh_before: parse_duration(
+                "session.refresh_before",
+                self.refresh_before.as_deref(),
+                Duration::from_secs(60),
+            )?,
+            sign_out_requires_post: self.sign_out_requires_post.unwrap_or(false),
         })
     }
 }
@@ -708,6 +720,8 @@ impl std::fmt::Display for Config {
             writeln!(f, "idle_timeout = \"{}\"", d(se.idle_timeout))?;
             writeln!(f, "absolute_timeout = \"{}\"", d(se.absolute_timeout))?;
             writeln!(f, "login_timeout = \"{}\"", d(se.login_timeout))?;
+            writeln!(f, "refresh_before = \"{}\"", d(se.refresh_before))?;
+            writeln!(f, "sign_out_requires_post = {}", se.sign_out_requires_post)?;
         }
         for r in &self.routes {
             writeln!(f, "\n[[route]]")?;

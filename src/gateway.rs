@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use crate::config::Config;
 use crate::endpoints::{self, page};
 use crate::errors::{Error, Kind};
+use crate::oidc::refresh::{Refreshed, Refresher};
 use crate::oidc::{http::IdpHttp, Oidc};
 use crate::policy::{self, Decision};
 use crate::proxy::headers::{self, ClientConn};
@@ -20,7 +21,8 @@ use crate::routes::{normalize_path, RouteTable};
 use crate::session::crypto::Keyring;
 use crate::session::login_cookie::LoginCookies;
 use crate::session::memory::MemoryStore;
-use crate::session::Sessions;
+use crate::session::model::now;
+use crate::session::{LoadedSession, Session, Sessions};
 
 /// Everything login needs; absent when no `[oidc]` is configured (public routes only).
 pub struct Auth {
@@ -28,8 +30,15 @@ pub struct Auth {
     pub sessions: Sessions,
     pub login_cookies: LoginCookies,
     pub login_timeout: Duration,
+    pub refresh_before: Duration,
+    pub refresher: Refresher,
+    pub sign_out_requires_post: bool,
+    /// `server.public_url` without a trailing slash, for absolute return URLs.
+    pub public_origin: String,
     /// `state`s of completed logins, so a copied login cookie cannot be used twice.
     used_states: moka::sync::Cache<String, ()>,
+    /// `jti`s of accepted back-channel logout tokens (replay protection).
+    used_logout_jtis: moka::sync::Cache<String, ()>,
 }
 
 impl Auth {
@@ -37,6 +46,14 @@ impl Auth {
     pub fn consume_state(&self, state: &str) -> bool {
         let entry = self.used_states.entry(state.to_string()).or_insert(());
         entry.is_fresh()
+    }
+
+    /// Marks a logout token's `jti` used; false if it already was.
+    pub fn consume_logout_jti(&self, jti: &str) -> bool {
+        self.used_logout_jtis
+            .entry(jti.to_string())
+            .or_insert(())
+            .is_fresh()
     }
 
     fn is_gateway_cookie(&self, name: &str) -> bool {
@@ -99,9 +116,17 @@ impl Gateway {
                     ),
                     sessions: Sessions::new(session_cfg, keyring, store),
                     login_timeout: session_cfg.login_timeout,
+                    refresh_before: session_cfg.refresh_before,
+                    refresher: Refresher::new(),
+                    sign_out_requires_post: session_cfg.sign_out_requires_post,
+                    public_origin: server.public_url.as_str().trim_end_matches('/').to_string(),
                     used_states: moka::sync::Cache::builder()
                         .max_capacity(100_000)
                         .time_to_live(session_cfg.login_timeout)
+                        .build(),
+                    used_logout_jtis: moka::sync::Cache::builder()
+                        .max_capacity(100_000)
+                        .time_to_live(Duration::from_secs(15 * 60))
                         .build(),
                 })
             }
@@ -212,10 +237,35 @@ impl Gateway {
             _ => None,
         };
 
+        // 5. Refresh an access token about to expire (single-flight per session).
+        let mut ended = false;
+        let loaded = match (&self.auth, loaded) {
+            (Some(auth), Some(mut l)) if Refresher::is_stale(&l.session, auth.refresh_before) => {
+                match self.refresh(auth, &l).await? {
+                    Some(fresh) => {
+                        l.session = fresh;
+                        Some(l)
+                    }
+                    None => {
+                        ended = true;
+                        None
+                    }
+                }
+            }
+            (_, loaded) => loaded,
+        };
+
         // 4. Policy.
         let permit = match policy::evaluate(route, loaded.as_ref().map(|l| &l.session)) {
             Decision::Allow(permit) => permit,
-            Decision::Login => return Ok(login_or_unauthorized(&req)),
+            Decision::Login => {
+                let mut resp = login_or_unauthorized(&req);
+                if let (true, Some(auth)) = (ended, &self.auth) {
+                    resp.headers_mut()
+                        .append(header::SET_COOKIE, auth.sessions.clear_cookie());
+                }
+                return Ok(resp);
+            }
         };
         if self.log_user {
             log.user = loaded.map(|l| l.session.sub);
@@ -241,6 +291,30 @@ impl Gateway {
                 },
             )
             .await
+    }
+}
+
+impl Gateway {
+    /// The session after a refresh: `Some` with new tokens, or the old ones while the IdP
+    /// is unreachable but the access token still works; `None` when the session has ended.
+    async fn refresh(&self, auth: &Auth, loaded: &LoadedSession) -> Result<Option<Session>, Error> {
+        let expired = loaded
+            .session
+            .access_expires_at
+            .is_some_and(|at| at <= now());
+        let Some(client) = auth.oidc.get() else {
+            return if expired {
+                Err(Error::new(Kind::RefreshUnavailable))
+            } else {
+                Ok(Some(loaded.session.clone()))
+            };
+        };
+        match &*auth.refresher.refresh(loaded, client, &auth.sessions).await {
+            Refreshed::Fresh(session) => Ok(Some((**session).clone())),
+            Refreshed::Ended => Ok(None),
+            Refreshed::Unavailable if !expired => Ok(Some(loaded.session.clone())),
+            Refreshed::Unavailable => Err(Error::new(Kind::RefreshUnavailable)),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The gateway's own endpoints under `/oauth2/` (names as in oauth2-proxy, so existing
 //! nginx/Traefik setups port over), plus the query-string helpers they share.
 
+pub mod backchannel_logout;
 pub mod callback;
 pub mod page;
 pub mod redirect;
@@ -31,9 +32,14 @@ pub async fn handle(
             sign_out::handle(auth, &req).await
         }
         "/oauth2/userinfo" if is_get => userinfo::handle(auth, &req).await,
-        "/oauth2/start" | "/oauth2/callback" | "/oauth2/sign_out" | "/oauth2/userinfo" => {
-            Err(Error::new(Kind::MethodNotAllowed))
+        "/oauth2/backchannel-logout" if method == Method::POST => {
+            backchannel_logout::handle(auth, req).await
         }
+        "/oauth2/start"
+        | "/oauth2/callback"
+        | "/oauth2/sign_out"
+        | "/oauth2/userinfo"
+        | "/oauth2/backchannel-logout" => Err(Error::new(Kind::MethodNotAllowed)),
         _ => Err(Error::new(Kind::NotFound)),
     }
 }

@@ -120,7 +120,7 @@ impl PendingLogin {
                 issuer: client.issuer(),
                 client_id: &client.client_id,
                 algorithms: &client.algorithms,
-                nonce: &self.nonce,
+                nonce: Some(&self.nonce),
                 groups_claim: &client.groups_claim,
             },
         )

@@ -7,6 +7,8 @@ pub mod http;
 pub mod id_token;
 pub mod jwks;
 pub mod login;
+pub mod logout;
+pub mod refresh;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,9 @@ use oauth2::basic::{
     BasicTokenType,
 };
 use oauth2::{
-    AuthType, AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, ExtraTokenFields,
-    RedirectUrl, Scope, StandardRevocableToken, StandardTokenResponse, TokenUrl,
+    AuthType, AuthUrl, ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    ExtraTokenFields, RedirectUrl, RevocationUrl, Scope, StandardRevocableToken,
+    StandardTokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -49,7 +52,7 @@ type OAuthClient = oauth2::Client<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
-    EndpointNotSet,
+    EndpointMaybeSet,
     EndpointSet,
 >;
 
@@ -78,7 +81,13 @@ impl OidcClient {
         let mut oauth = oauth2::Client::new(ClientId::new(cfg.client_id.clone()))
             .set_auth_uri(AuthUrl::from_url(metadata.authorization_endpoint.clone()))
             .set_token_uri(TokenUrl::from_url(metadata.token_endpoint.clone()))
-            .set_redirect_uri(RedirectUrl::new(redirect_uri.to_string()).map_err(bad)?);
+            .set_redirect_uri(RedirectUrl::new(redirect_uri.to_string()).map_err(bad)?)
+            .set_revocation_url_option(
+                metadata
+                    .revocation_endpoint
+                    .clone()
+                    .map(RevocationUrl::from_url),
+            );
         if let Some(secret) = &cfg.client_secret {
             oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().to_string()));
             // RFC 8414 §2: the default is client_secret_basic; use post only if basic is absent.

@@ -133,7 +133,46 @@ impl Sessions {
         let absolute_left =
             (session.created_at + self.absolute_timeout.as_secs()).saturating_sub(now);
         let ttl = Duration::from_secs(absolute_left.min(self.idle_timeout.as_secs()).max(1));
-        self.store.put(key, Arc::from(sealed), ttl).await
+        self.store.put(key, Arc::from(sealed), ttl).await?;
+        for tag in self
+            .tags(&session.sub, session.sid.as_deref())
+            .into_iter()
+            .flatten()
+        {
+            self.store.index_add(tag, key, ttl).await?;
+        }
+        Ok(())
+    }
+
+    /// Index tags (under the current secret) for a subject and an IdP session id.
+    fn tags(&self, sub: &str, sid: Option<&str>) -> [Option<crypto::StoreKey>; 2] {
+        [
+            self.keyring.tag(0, b"sub:", sub.as_bytes()),
+            sid.and_then(|sid| self.keyring.tag(0, b"sid:", sid.as_bytes())),
+        ]
+    }
+
+    /// Ends every session of a subject or of an IdP session (back-channel logout).
+    /// Returns how many store entries were removed.
+    pub async fn delete_all(
+        &self,
+        sub: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for index in 0..self.keyring.len() {
+            let tags = [
+                sub.and_then(|s| self.keyring.tag(index, b"sub:", s.as_bytes())),
+                sid.and_then(|s| self.keyring.tag(index, b"sid:", s.as_bytes())),
+            ];
+            for tag in tags.iter().flatten() {
+                for key in self.store.index_take(tag).await? {
+                    self.store.delete(&key).await?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Deletes the session under every secret it could be stored with.
@@ -193,6 +232,8 @@ mod tests {
             idle_timeout: Duration::from_secs(idle),
             absolute_timeout: Duration::from_secs(3600),
             login_timeout: Duration::from_secs(600),
+            refresh_before: Duration::from_secs(60),
+            sign_out_requires_post: false,
         }
     }
 

@@ -1,0 +1,62 @@
+//! `POST /oauth2/backchannel-logout`: the IdP tells us a user's session ended (OpenID
+//! Connect Back-Channel Logout 1.0). A valid logout token ends every gateway session of
+//! that `sid` or `sub`; a forged, stale or replayed one is refused with 400 (§2.8).
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::page;
+use crate::errors::{Error, Kind};
+use crate::gateway::Auth;
+use crate::proxy::Body;
+
+/// A logout token is a JWT in a small form; anything bigger is not one.
+const MAX_BODY: usize = 16 * 1024;
+
+pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let client = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| Error::with_source(Kind::BadRequest("unreadable request body"), e))?
+        .to_bytes();
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| Error::new(Kind::BadRequest("missing logout_token")))?;
+    let subject = match client.validate_logout_token(&token).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(event = "backchannel_logout_rejected", reason = %e, "logout token refused");
+            return Ok(refused());
+        }
+    };
+    if !auth.consume_logout_jti(&subject.jti) {
+        tracing::info!(
+            event = "backchannel_logout_rejected",
+            reason = "replayed jti",
+            "logout token refused"
+        );
+        return Ok(refused());
+    }
+    let ended = auth
+        .sessions
+        .delete_all(subject.sub.as_deref(), subject.sid.as_deref())
+        .await
+        .map_err(|e| Error::with_source(Kind::Internal, e))?;
+    tracing::info!(
+        event = "backchannel_logout",
+        sub = subject.sub.as_deref(),
+        sessions_ended = ended,
+        "sessions ended by the identity provider"
+    );
+    Ok(page::text_response(StatusCode::OK, ""))
+}
+
+fn refused() -> Response<Body> {
+    page::json_response(
+        StatusCode::BAD_REQUEST,
+        r#"{"error":"invalid_request","error_description":"invalid logout token"}"#.to_string(),
+    )
+}
