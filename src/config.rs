@@ -101,6 +101,8 @@ pub struct OidcConfig {
     pub client_secret: Option<Secret>,
     pub scopes: Vec<String>,
     pub groups_claim: String,
+    /// Audience of API clients' own JWT access tokens (routes with `accept_bearer`).
+    pub api_audience: Option<String>,
     pub discovery_retry_max: Duration,
 }
 
@@ -126,6 +128,8 @@ pub struct RouteConfig {
     pub upstream: Url,
     pub public: bool,
     pub preserve_host: bool,
+    /// Accept API clients' own JWT bearer tokens (validated against the IdP's keys).
+    pub accept_bearer: bool,
 }
 
 // ---- raw, as written by the operator ----
@@ -176,6 +180,7 @@ struct RawOidc {
     client_secret_file: Option<PathBuf>,
     scopes: Option<Vec<String>>,
     groups_claim: Option<String>,
+    api_audience: Option<String>,
     discovery_retry_max: Option<String>,
 }
 
@@ -209,6 +214,7 @@ struct RawRoute {
     upstream: Option<String>,
     public: Option<bool>,
     preserve_host: Option<bool>,
+    accept_bearer: Option<bool>,
 }
 
 /// Minimum length of a session secret, in bytes (DESIGN: at least 32).
@@ -339,6 +345,14 @@ impl RawConfig {
                 return Err(ConfigError::new(
                     format!("route[{i}].public"),
                     "the route needs login but [oidc] is not configured (set public = true or add [oidc])",
+                ));
+            }
+        }
+        if let Some(i) = routes.iter().position(|r| r.accept_bearer) {
+            if oidc.as_ref().is_none_or(|o| o.api_audience.is_none()) {
+                return Err(ConfigError::new(
+                    format!("route[{i}].accept_bearer"),
+                    "needs oidc.api_audience (the audience API tokens must carry)",
                 ));
             }
         }
@@ -480,6 +494,7 @@ impl RawOidc {
             client_secret,
             scopes,
             groups_claim: self.groups_claim.unwrap_or_else(|| "groups".to_string()),
+            api_audience: self.api_audience.filter(|a| !a.is_empty()),
             discovery_retry_max: parse_duration(
                 "oidc.discovery_retry_max",
                 self.discovery_retry_max.as_deref(),
@@ -622,6 +637,7 @@ impl RawRoute {
             upstream,
             public: self.public.unwrap_or(false),
             preserve_host: self.preserve_host.unwrap_or(false),
+            accept_bearer: self.accept_bearer.unwrap_or(false),
         })
     }
 }
@@ -705,6 +721,9 @@ impl std::fmt::Display for Config {
             }
             writeln!(f, "scopes = {:?}", o.scopes)?;
             writeln!(f, "groups_claim = {:?}", o.groups_claim)?;
+            if let Some(aud) = &o.api_audience {
+                writeln!(f, "api_audience = {aud:?}")?;
+            }
             writeln!(f, "discovery_retry_max = \"{}\"", d(o.discovery_retry_max))?;
         }
         if let Some(se) = &self.session {
@@ -730,6 +749,7 @@ impl std::fmt::Display for Config {
             writeln!(f, "upstream = \"{}\"", r.upstream)?;
             writeln!(f, "public = {}", r.public)?;
             writeln!(f, "preserve_host = {}", r.preserve_host)?;
+            writeln!(f, "accept_bearer = {}", r.accept_bearer)?;
         }
         Ok(())
     }

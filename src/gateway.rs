@@ -14,10 +14,10 @@ use crate::endpoints::{self, page};
 use crate::errors::{Error, Kind};
 use crate::oidc::refresh::{Refreshed, Refresher};
 use crate::oidc::{http::IdpHttp, Oidc};
-use crate::policy::{self, Decision};
+use crate::policy::{self, Decision, Permit};
 use crate::proxy::headers::{self, ClientConn};
 use crate::proxy::{Body, ForwardContext, Upstream};
-use crate::routes::{normalize_path, RouteTable};
+use crate::routes::{normalize_path, Route, RouteTable};
 use crate::session::crypto::Keyring;
 use crate::session::login_cookie::LoginCookies;
 use crate::session::memory::MemoryStore;
@@ -227,49 +227,11 @@ impl Gateway {
             .ok_or_else(|| Error::new(Kind::NotFound))?;
         log.route = &route.name;
 
-        // 3. Session (only where a login is required).
-        let loaded = match (&self.auth, route.public) {
-            (Some(auth), false) => auth
-                .sessions
-                .load(req.headers())
-                .await
-                .map_err(|e| Error::with_source(Kind::Internal, e))?,
-            _ => None,
+        // 3–5. Who is asking, and may they pass?
+        let permit = match self.authorize(route, &req, log).await? {
+            Authorized::Pass(permit) => permit,
+            Authorized::Respond(early) => return Ok(early),
         };
-
-        // 5. Refresh an access token about to expire (single-flight per session).
-        let mut ended = false;
-        let loaded = match (&self.auth, loaded) {
-            (Some(auth), Some(mut l)) if Refresher::is_stale(&l.session, auth.refresh_before) => {
-                match self.refresh(auth, &l).await? {
-                    Some(fresh) => {
-                        l.session = fresh;
-                        Some(l)
-                    }
-                    None => {
-                        ended = true;
-                        None
-                    }
-                }
-            }
-            (_, loaded) => loaded,
-        };
-
-        // 4. Policy.
-        let permit = match policy::evaluate(route, loaded.as_ref().map(|l| &l.session)) {
-            Decision::Allow(permit) => permit,
-            Decision::Login => {
-                let mut resp = login_or_unauthorized(&req);
-                if let (true, Some(auth)) = (ended, &self.auth) {
-                    resp.headers_mut()
-                        .append(header::SET_COOKIE, auth.sessions.clear_cookie());
-                }
-                return Ok(resp);
-            }
-        };
-        if self.log_user {
-            log.user = loaded.map(|l| l.session.sub);
-        }
 
         // 6. The upstream never sees the gateway's cookies.
         if let Some(auth) = &self.auth {
@@ -295,6 +257,78 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Steps 3–5 of the request path: an API client's own bearer token (where the route
+    /// accepts one), else the session — refreshed if its access token is about to expire —
+    /// then the policy.
+    async fn authorize(
+        &self,
+        route: &Route,
+        req: &Request<Incoming>,
+        log: &mut AccessLog<'_>,
+    ) -> Result<Authorized, Error> {
+        let auth = match (&self.auth, route.public) {
+            (Some(auth), false) => auth,
+            _ => return Ok(allow(policy::evaluate(route, None), req)),
+        };
+
+        // 3a. API clients with their own JWT.
+        if route.accept_bearer {
+            if let Some(authorization) = bearer_header(req.headers()) {
+                let client = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
+                let token = authorization
+                    .to_str()
+                    .ok()
+                    .and_then(|t| t.get("Bearer ".len()..))
+                    .map_or("", str::trim);
+                return Ok(match client.validate_access_token(token).await {
+                    Ok(api) => {
+                        if self.log_user {
+                            log.user = Some(api.sub.clone());
+                        }
+                        allow(policy::evaluate_bearer(&api, authorization), req)
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "API bearer token refused");
+                        Authorized::Respond(invalid_token())
+                    }
+                });
+            }
+        }
+
+        // 3b. The session.
+        let loaded = auth
+            .sessions
+            .load(req.headers())
+            .await
+            .map_err(|e| Error::with_source(Kind::Internal, e))?;
+
+        // 4. Refresh an access token about to expire (single-flight per session).
+        let (loaded, ended) = match loaded {
+            Some(mut l) if Refresher::is_stale(&l.session, auth.refresh_before) => {
+                match self.refresh(auth, &l).await? {
+                    Some(fresh) => {
+                        l.session = fresh;
+                        (Some(l), false)
+                    }
+                    None => (None, true),
+                }
+            }
+            loaded => (loaded, false),
+        };
+
+        // 5. Policy.
+        let decision = policy::evaluate(route, loaded.as_ref().map(|l| &l.session));
+        if self.log_user {
+            log.user = loaded.map(|l| l.session.sub);
+        }
+        let mut result = allow(decision, req);
+        if let (true, Authorized::Respond(resp)) = (ended, &mut result) {
+            resp.headers_mut()
+                .append(header::SET_COOKIE, auth.sessions.clear_cookie());
+        }
+        Ok(result)
+    }
+
     /// The session after a refresh: `Some` with new tokens, or the old ones while the IdP
     /// is unreachable but the access token still works; `None` when the session has ended.
     async fn refresh(&self, auth: &Auth, loaded: &LoadedSession) -> Result<Option<Session>, Error> {
@@ -316,6 +350,40 @@ impl Gateway {
             Refreshed::Unavailable => Err(Error::new(Kind::RefreshUnavailable)),
         }
     }
+}
+
+/// The outcome of steps 3–5: go on with a permit, or answer now (login redirect, 401).
+enum Authorized {
+    Pass(Permit),
+    Respond(Response<Body>),
+}
+
+fn allow<B>(decision: Decision, req: &Request<B>) -> Authorized {
+    match decision {
+        Decision::Allow(permit) => Authorized::Pass(permit),
+        Decision::Login => Authorized::Respond(login_or_unauthorized(req)),
+    }
+}
+
+/// The `Authorization` header when it carries a bearer token (RFC 6750 §2.1).
+fn bearer_header(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers
+        .get(header::AUTHORIZATION)
+        .filter(|v| v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer "))
+}
+
+/// 401 for a bearer token that failed validation (RFC 6750 §3.1).
+fn invalid_token() -> Response<Body> {
+    let mut resp = page::json_response(
+        StatusCode::UNAUTHORIZED,
+        r#"{"error":"invalid_token","error_description":"the bearer token is invalid or expired"}"#
+            .to_string(),
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    resp
 }
 
 /// `Host` (HTTP/1.1) or the URI authority (HTTP/2).

@@ -3,6 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
+use crate::oidc::access_token::ApiIdentity;
 use crate::proxy::headers::{self as h, strip_identity};
 use crate::routes::Route;
 use crate::session::Session;
@@ -41,9 +42,31 @@ pub fn evaluate(route: &Route, session: Option<&Session>) -> Decision {
     }
 }
 
-/// The permit for the gateway's own endpoints that proxy nothing.
-pub fn anonymous() -> Permit {
-    Permit { user: None }
+/// Decides for an API client that presented its own valid bearer token; the token itself
+/// is forwarded unchanged.
+pub fn evaluate_bearer(api: &ApiIdentity, authorization: &HeaderValue) -> Decision {
+    let user = HeaderValue::from_str(&api.sub)
+        .ok()
+        .map(|user| UserHeaders {
+            bearer: authorization.clone(),
+            user,
+            email: api
+                .email
+                .as_deref()
+                .and_then(|e| HeaderValue::from_str(e).ok()),
+            groups: groups_header(&api.groups),
+        });
+    match user {
+        Some(user) => Decision::Allow(Permit { user: Some(user) }),
+        None => Decision::Login,
+    }
+}
+
+fn groups_header(groups: &[String]) -> Option<HeaderValue> {
+    if groups.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&groups.join(",")).ok()
 }
 
 fn user_headers(s: &Session) -> Option<UserHeaders> {
@@ -57,9 +80,7 @@ fn user_headers(s: &Session) -> Option<UserHeaders> {
             .email
             .as_deref()
             .and_then(|e| HeaderValue::from_str(e).ok()),
-        groups: (!s.groups.is_empty())
-            .then(|| HeaderValue::from_str(&s.groups.join(",")).ok())
-            .flatten(),
+        groups: groups_header(&s.groups),
     })
 }
 

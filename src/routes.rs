@@ -41,6 +41,7 @@ pub struct Route {
     pub upstream: UpstreamTarget,
     pub public: bool,
     pub preserve_host: bool,
+    pub accept_bearer: bool,
 }
 
 /// All routes in file order; the first match wins.
@@ -107,6 +108,7 @@ impl Route {
             },
             public: c.public,
             preserve_host: c.preserve_host,
+            accept_bearer: c.accept_bearer,
         }
     }
 
@@ -290,6 +292,7 @@ mod tests {
             upstream: url::Url::parse(&format!("http://127.0.0.1:{port}/base/")).unwrap(),
             public: true,
             preserve_host: false,
+            accept_bearer: false,
         };
         RouteTable::new(&[
             route(Some("a.test"), "/", 1),

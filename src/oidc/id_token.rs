@@ -135,14 +135,7 @@ pub async fn validate(
             None => return Err(invalid("nonce missing")),
         }
     }
-    let groups = match c.other.get(want.groups_claim) {
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        Some(serde_json::Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
-    };
+    let groups = groups_from(&c.other, want.groups_claim);
     Ok(IdClaims {
         sub: c.sub,
         email: c.email,
@@ -150,6 +143,21 @@ pub async fn validate(
         groups,
         sid: c.sid,
     })
+}
+
+/// The groups claim: a list of strings, or a single string.
+pub fn groups_from(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    claim: &str,
+) -> Vec<String> {
+    match claims.get(claim) {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

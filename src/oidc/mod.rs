@@ -2,6 +2,7 @@
 //! Loaded in the background at start (with retry); until then `/readyz` says 503 and
 //! requests that need a login get 503 too.
 
+pub mod access_token;
 pub mod discovery;
 pub mod http;
 pub mod id_token;
@@ -66,6 +67,7 @@ pub struct OidcClient {
     algorithms: Vec<Algorithm>,
     scopes: Vec<Scope>,
     groups_claim: String,
+    api_audience: Option<String>,
 }
 
 impl OidcClient {
@@ -117,6 +119,7 @@ impl OidcClient {
             algorithms,
             scopes: cfg.scopes.iter().cloned().map(Scope::new).collect(),
             groups_claim: cfg.groups_claim.clone(),
+            api_audience: cfg.api_audience.clone(),
         })
     }
 }
