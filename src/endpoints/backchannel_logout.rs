@@ -40,15 +40,12 @@ pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body
         );
         return Ok(refused());
     }
-    let ended = auth
-        .sessions
-        .delete_all(subject.sub.as_deref(), subject.sid.as_deref())
-        .await
-        .map_err(|e| Error::with_source(Kind::Internal, e))?;
+    auth.sessions
+        .end_all(subject.sub.as_deref(), subject.sid.as_deref());
     tracing::info!(
         event = "backchannel_logout",
         sub = subject.sub.as_deref(),
-        sessions_ended = ended,
+        sid = subject.sid.as_deref(),
         "sessions ended by the identity provider"
     );
     Ok(page::text_response(StatusCode::OK, ""))

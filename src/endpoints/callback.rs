@@ -13,7 +13,7 @@ use crate::gateway::{Auth, RequestInfo};
 use crate::oidc::login::PendingLogin;
 use crate::proxy::Body;
 use crate::secret::constant_time_eq;
-use crate::session::model::now;
+use crate::session::model::{now, now_ms};
 use crate::session::{crypto::SessionId, find_cookie, Session};
 
 pub async fn handle(
@@ -131,6 +131,7 @@ async fn complete(
         id_token: Some(tokens.id_token),
         created_at: now,
         last_seen: now,
+        created_ms: now_ms(),
     };
     let set_cookie = auth
         .sessions

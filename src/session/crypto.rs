@@ -96,17 +96,6 @@ impl Keyring {
         tag.as_ref().try_into().ok()
     }
 
-    /// A keyed hash of `kind || value` under secret `secret_index`: an index key that does
-    /// not reveal the subject or session id it stands for.
-    pub fn tag(&self, secret_index: usize, kind: &[u8], value: &[u8]) -> Option<StoreKey> {
-        let k = self.keys.get(secret_index)?;
-        let mut ctx = hmac::Context::with_key(&k.hmac);
-        ctx.update(b"index:");
-        ctx.update(kind);
-        ctx.update(value);
-        ctx.sign().as_ref().try_into().ok()
-    }
-
     /// Derives key material for another purpose (e.g. the login cookie) from secret `i`.
     pub fn derive(&self, secret_index: usize, info: &[u8], out: &mut [u8]) -> Option<()> {
         let k = self.keys.get(secret_index)?;

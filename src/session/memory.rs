@@ -2,8 +2,7 @@
 //! their own time-to-live (the session's absolute deadline), so memory cannot grow without
 //! bound and expired sessions need no sweeper.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -39,8 +38,6 @@ impl Expiry<StoreKey, Entry> for PerEntryTtl {
 
 pub struct MemoryStore {
     cache: Cache<StoreKey, Entry>,
-    /// tag → store keys; entries may outlive their sessions (deleting a gone key is a no-op).
-    index: moka::sync::Cache<StoreKey, Arc<Mutex<HashSet<StoreKey>>>>,
 }
 
 impl MemoryStore {
@@ -49,10 +46,6 @@ impl MemoryStore {
             cache: Cache::builder()
                 .max_capacity(max_sessions)
                 .expire_after(PerEntryTtl)
-                .build(),
-            index: moka::sync::Cache::builder()
-                .max_capacity(max_sessions.saturating_mul(2))
-                .time_to_idle(Duration::from_secs(7 * 24 * 3600))
                 .build(),
         }
     }
@@ -85,39 +78,6 @@ impl SessionStore for MemoryStore {
             Ok(())
         }
         .boxed()
-    }
-
-    fn index_add(
-        &self,
-        tag: StoreKey,
-        key: StoreKey,
-        _ttl: Duration,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let set = self.index.get_with(tag, Default::default);
-        match set.lock() {
-            Ok(mut keys) => {
-                keys.insert(key);
-            }
-            Err(poisoned) => {
-                poisoned.into_inner().insert(key);
-            }
-        }
-        async { Ok(()) }.boxed()
-    }
-
-    fn index_take<'a>(
-        &'a self,
-        tag: &'a StoreKey,
-    ) -> BoxFuture<'a, Result<Vec<StoreKey>, StoreError>> {
-        let keys = self
-            .index
-            .remove(tag)
-            .map(|set| match set.lock() {
-                Ok(keys) => keys.iter().copied().collect(),
-                Err(poisoned) => poisoned.into_inner().iter().copied().collect(),
-            })
-            .unwrap_or_default();
-        async move { Ok(keys) }.boxed()
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

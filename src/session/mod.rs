@@ -9,7 +9,9 @@ pub mod memory;
 pub mod model;
 pub mod store;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -17,7 +19,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use crate::config::SessionConfig;
 use crypto::{Keyring, SessionId};
 pub use model::Session;
-use model::{now, UnixTime};
+use model::{now, now_ms, UnixTime};
 use store::{SessionStore, StoreError};
 
 const SECURE_NAME: &str = "__Host-portcullis";
@@ -38,6 +40,10 @@ pub struct Sessions {
     absolute_timeout: Duration,
     /// `last_seen` is written back at most this often per session, not on every request.
     touch_interval: u64,
+    /// Back-channel logouts: "sub:<sub>" / "sid:<sid>" → when (ms). See `end_all`.
+    ended: RwLock<HashMap<String, u64>>,
+    /// Skips the lookup on the hot path until the first back-channel logout.
+    any_ended: AtomicBool,
 }
 
 impl Sessions {
@@ -49,6 +55,8 @@ impl Sessions {
             idle_timeout: cfg.idle_timeout,
             absolute_timeout: cfg.absolute_timeout,
             touch_interval: (cfg.idle_timeout.as_secs() / 4).clamp(1, 60),
+            ended: RwLock::new(HashMap::new()),
+            any_ended: AtomicBool::new(false),
         }
     }
 
@@ -86,7 +94,7 @@ impl Sessions {
                 continue;
             };
             let now = now();
-            if self.expired(&session, now) {
+            if self.expired(&session, now) || self.ended_by_logout(&session) {
                 self.store.delete(&key).await?;
                 return Ok(None);
             }
@@ -133,46 +141,45 @@ impl Sessions {
         let absolute_left =
             (session.created_at + self.absolute_timeout.as_secs()).saturating_sub(now);
         let ttl = Duration::from_secs(absolute_left.min(self.idle_timeout.as_secs()).max(1));
-        self.store.put(key, Arc::from(sealed), ttl).await?;
-        for tag in self
-            .tags(&session.sub, session.sid.as_deref())
-            .into_iter()
-            .flatten()
-        {
-            self.store.index_add(tag, key, ttl).await?;
-        }
-        Ok(())
+        self.store.put(key, Arc::from(sealed), ttl).await
     }
 
-    /// Index tags (under the current secret) for a subject and an IdP session id.
-    fn tags(&self, sub: &str, sid: Option<&str>) -> [Option<crypto::StoreKey>; 2] {
-        [
-            self.keyring.tag(0, b"sub:", sub.as_bytes()),
-            sid.and_then(|sid| self.keyring.tag(0, b"sid:", sid.as_bytes())),
-        ]
+    /// Ends every session of a subject and/or an IdP session id that started before now
+    /// (back-channel logout). Rather than an index from users to sessions — which would cost
+    /// memory for every session — the gateway remembers the logout itself, one small entry
+    /// per logout, and sessions it covers are deleted when next read.
+    pub fn end_all(&self, sub: Option<&str>, sid: Option<&str>) {
+        let at = now_ms();
+        let mut ended = match self.ended.write() {
+            Ok(e) => e,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Entries older than the absolute timeout cover no live session any more.
+        let horizon = at.saturating_sub(self.absolute_timeout.as_millis() as u64);
+        ended.retain(|_, t| *t >= horizon);
+        if let Some(sub) = sub {
+            ended.insert(format!("sub:{sub}"), at);
+        }
+        if let Some(sid) = sid {
+            ended.insert(format!("sid:{sid}"), at);
+        }
+        self.any_ended.store(true, Ordering::Relaxed);
     }
 
-    /// Ends every session of a subject or of an IdP session (back-channel logout).
-    /// Returns how many store entries were removed.
-    pub async fn delete_all(
-        &self,
-        sub: Option<&str>,
-        sid: Option<&str>,
-    ) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for index in 0..self.keyring.len() {
-            let tags = [
-                sub.and_then(|s| self.keyring.tag(index, b"sub:", s.as_bytes())),
-                sid.and_then(|s| self.keyring.tag(index, b"sid:", s.as_bytes())),
-            ];
-            for tag in tags.iter().flatten() {
-                for key in self.store.index_take(tag).await? {
-                    self.store.delete(&key).await?;
-                    removed += 1;
-                }
-            }
+    /// Whether a back-channel logout covers this session.
+    fn ended_by_logout(&self, s: &Session) -> bool {
+        if !self.any_ended.load(Ordering::Relaxed) {
+            return false;
         }
-        Ok(removed)
+        let ended = match self.ended.read() {
+            Ok(e) => e,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let covers = |key: String| ended.get(&key).is_some_and(|t| s.created_ms <= *t);
+        covers(format!("sub:{}", s.sub))
+            || s.sid
+                .as_ref()
+                .is_some_and(|sid| covers(format!("sid:{sid}")))
     }
 
     /// Deletes the session under every secret it could be stored with.
@@ -254,6 +261,7 @@ mod tests {
             id_token: None,
             created_at: now(),
             last_seen: now(),
+            created_ms: now_ms(),
         }
     }
 
@@ -321,6 +329,27 @@ mod tests {
         old.created_at -= 5;
         let set = s.create(&old).await.unwrap();
         assert!(s.load(&cookie_headers(&set)).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn back_channel_logout_ends_older_sessions_only() {
+        let cfg = config(&[A], 3600);
+        let s = sessions(&cfg, Arc::new(memory::MemoryStore::new(10)));
+        let mut alice = session();
+        alice.sid = Some("idp-session-1".into());
+        let before = s.create(&alice).await.unwrap();
+        let mut bob = session();
+        bob.sub = "bob".into();
+        let bobs = s.create(&bob).await.unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        s.end_all(Some("alice"), None);
+        std::thread::sleep(Duration::from_millis(2));
+        let mut again = session();
+        again.created_ms = now_ms();
+        let after = s.create(&again).await.unwrap();
+        assert!(s.load(&cookie_headers(&before)).await.unwrap().is_none());
+        assert!(s.load(&cookie_headers(&bobs)).await.unwrap().is_some());
+        assert!(s.load(&cookie_headers(&after)).await.unwrap().is_some());
     }
 
     #[test]

@@ -8,6 +8,13 @@ use crate::secret::Secret;
 /// Seconds since the Unix epoch.
 pub type UnixTime = u64;
 
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub fn now() -> UnixTime {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -35,6 +42,9 @@ pub struct Session {
     pub id_token: Option<Secret>,
     pub created_at: UnixTime,
     pub last_seen: UnixTime,
+    /// Login time in milliseconds, to order it against back-channel logouts precisely.
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 impl Serialize for Secret {

@@ -23,19 +23,6 @@ pub trait SessionStore: Send + Sync {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Remembers that the session stored under `key` belongs to `tag` (a keyed hash of its
-    /// subject or IdP session id), for back-channel logout.
-    fn index_add(
-        &self,
-        tag: StoreKey,
-        key: StoreKey,
-        ttl: Duration,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Removes and returns every store key indexed under `tag`.
-    fn index_take<'a>(
-        &'a self,
-        tag: &'a StoreKey,
-    ) -> BoxFuture<'a, Result<Vec<StoreKey>, StoreError>>;
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Entries held, where the backend knows (memory store), for metrics.
