@@ -85,6 +85,7 @@ async fn main() {
             id_token: Some(Secret::new(jwt(1024, i * 3 + 2))),
             created_at: t,
             last_seen: t,
+            claims: Default::default(),
             created_ms: t * 1000,
         };
         if sessions.create(&session).await.is_err() {

@@ -2,6 +2,7 @@
 //! variables, overridden by CLI flags. Everything is validated once, here, before any socket
 //! is bound; an error names the key and the reason (`server.upstream_timeout: ...`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +40,10 @@ pub struct CliOverrides {
 pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
+    /// Defaults every route inherits; also the policy of forward-auth requests that match
+    /// no route.
+    pub policy: PolicyConfig,
+    pub forward_auth: ForwardAuthConfig,
     pub oidc: Option<OidcConfig>,
     pub session: Option<SessionConfig>,
     pub routes: Vec<RouteConfig>,
@@ -103,6 +108,10 @@ pub struct OidcConfig {
     pub groups_claim: String,
     /// Audience of API clients' own JWT access tokens (routes with `accept_bearer`).
     pub api_audience: Option<String>,
+    /// Claims named by any `allow_claims` rule; kept in sessions for the policy.
+    pub policy_claims: Vec<String>,
+    /// Forces the client authentication method; `None` picks from discovery.
+    pub token_endpoint_auth_method: Option<TokenAuthMethod>,
     pub discovery_retry_max: Duration,
 }
 
@@ -121,6 +130,45 @@ pub struct SessionConfig {
     pub sign_out_requires_post: bool,
 }
 
+/// Who may pass a protected route. Empty lists everywhere: any signed-in user. Otherwise a
+/// user passes when ANY listed rule admits them (email, domain, group or claim).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyConfig {
+    /// Exact addresses, compared case-insensitively (stored lowercase).
+    pub allow_emails: Vec<String>,
+    /// Email domains, exact match, case-insensitive (stored lowercase).
+    pub allow_domains: Vec<String>,
+    pub allow_groups: Vec<String>,
+    /// Claim name → accepted values (a claim that is a list passes if any value matches).
+    pub allow_claims: BTreeMap<String, Vec<String>>,
+}
+
+impl PolicyConfig {
+    pub fn is_open(&self) -> bool {
+        self.allow_emails.is_empty()
+            && self.allow_domains.is_empty()
+            && self.allow_groups.is_empty()
+            && self.allow_claims.is_empty()
+    }
+}
+
+/// How a confidential client authenticates at the token endpoint (RFC 8414 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+/// Forward-auth (`/oauth2/auth`) options for nginx `auth_request` / Traefik `forwardAuth`.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardAuthConfig {
+    /// Also answer with `X-Auth-Request-Access-Token`.
+    pub pass_access_token: bool,
+    /// Also answer with `Authorization: Bearer <access token>`.
+    pub set_authorization: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub host: Option<String>,
@@ -130,6 +178,13 @@ pub struct RouteConfig {
     pub preserve_host: bool,
     /// Accept API clients' own JWT bearer tokens (validated against the IdP's keys).
     pub accept_bearer: bool,
+    /// The route's rules, each unset key inherited from `[policy]`.
+    pub policy: PolicyConfig,
+    /// Anchored regexes on the normalized path that need no login.
+    pub skip_auth_paths: Vec<regex::Regex>,
+    /// Methods for which `skip_auth_paths` apply (all when empty); with no paths, requests
+    /// with these methods need no login (e.g. CORS preflight `OPTIONS`).
+    pub methods: Vec<http::Method>,
 }
 
 // ---- raw, as written by the operator ----
@@ -144,7 +199,27 @@ struct RawConfig {
     oidc: Option<RawOidc>,
     session: Option<RawSession>,
     #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    forward_auth: RawForwardAuth,
+    #[serde(default)]
     route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    allow_emails: Option<Vec<String>>,
+    allow_domains: Option<Vec<String>>,
+    allow_groups: Option<Vec<String>>,
+    allow_claims: Option<BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawForwardAuth {
+    pass_access_token: Option<bool>,
+    set_authorization: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -181,6 +256,7 @@ struct RawOidc {
     scopes: Option<Vec<String>>,
     groups_claim: Option<String>,
     api_audience: Option<String>,
+    token_endpoint_auth_method: Option<TokenAuthMethod>,
     discovery_retry_max: Option<String>,
 }
 
@@ -215,6 +291,10 @@ struct RawRoute {
     public: Option<bool>,
     preserve_host: Option<bool>,
     accept_bearer: Option<bool>,
+    #[serde(flatten)]
+    policy: RawPolicy,
+    skip_auth_paths: Option<Vec<String>>,
+    methods: Option<Vec<String>>,
 }
 
 /// Minimum length of a session secret, in bytes (DESIGN: at least 32).
@@ -332,14 +412,28 @@ impl RawConfig {
         };
         tracing_subscriber::EnvFilter::try_new(&log.filter)
             .map_err(|e| ConfigError::new("log.filter", e.to_string()))?;
-        let oidc = self.oidc.map(RawOidc::validate).transpose()?;
+        let mut oidc = self.oidc.map(RawOidc::validate).transpose()?;
         let session = self.session.map(RawSession::validate).transpose()?;
+        let global = RawPolicy::default()
+            .inherit(&self.policy)
+            .resolve("policy")?;
         let routes = self
             .route
             .into_iter()
             .enumerate()
-            .map(|(i, r)| r.validate(i))
+            .map(|(i, r)| r.validate(i, &self.policy))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(o) = oidc.as_mut() {
+            let mut names: Vec<String> = routes
+                .iter()
+                .map(|r| &r.policy)
+                .chain([&global])
+                .flat_map(|p| p.allow_claims.keys().cloned())
+                .collect();
+            names.sort();
+            names.dedup();
+            o.policy_claims = names;
+        }
         if let Some(i) = routes.iter().position(|r| !r.public) {
             if oidc.is_none() {
                 return Err(ConfigError::new(
@@ -373,6 +467,11 @@ impl RawConfig {
         Ok(Config {
             server,
             log,
+            policy: global,
+            forward_auth: ForwardAuthConfig {
+                pass_access_token: self.forward_auth.pass_access_token.unwrap_or(false),
+                set_authorization: self.forward_auth.set_authorization.unwrap_or(false),
+            },
             oidc,
             session,
             routes,
@@ -495,6 +594,8 @@ impl RawOidc {
             scopes,
             groups_claim: self.groups_claim.unwrap_or_else(|| "groups".to_string()),
             api_audience: self.api_audience.filter(|a| !a.is_empty()),
+            token_endpoint_auth_method: self.token_endpoint_auth_method,
+            policy_claims: Vec::new(),
             discovery_retry_max: parse_duration(
                 "oidc.discovery_retry_max",
                 self.discovery_retry_max.as_deref(),
@@ -595,8 +696,52 @@ impl RawSession {
     }
 }
 
+impl RawPolicy {
+    /// This route's keys, each unset one taken from the global `[policy]`.
+    fn inherit(self, global: &RawPolicy) -> RawPolicy {
+        RawPolicy {
+            allow_emails: self.allow_emails.or_else(|| global.allow_emails.clone()),
+            allow_domains: self.allow_domains.or_else(|| global.allow_domains.clone()),
+            allow_groups: self.allow_groups.or_else(|| global.allow_groups.clone()),
+            allow_claims: self.allow_claims.or_else(|| global.allow_claims.clone()),
+        }
+    }
+
+    fn resolve(self, prefix: &str) -> Result<PolicyConfig, ConfigError> {
+        let lower = |v: Option<Vec<String>>| -> Vec<String> {
+            v.unwrap_or_default()
+                .into_iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect()
+        };
+        let domains: Vec<String> = lower(self.allow_domains)
+            .into_iter()
+            .map(|d| d.trim_start_matches('@').to_string())
+            .collect();
+        if let Some(bad) = domains.iter().find(|d| d.is_empty() || d.contains('@')) {
+            return Err(ConfigError::new(
+                format!("{prefix}.allow_domains"),
+                format!("{bad:?} is not a domain"),
+            ));
+        }
+        let emails = lower(self.allow_emails);
+        if let Some(bad) = emails.iter().find(|e| !e.contains('@')) {
+            return Err(ConfigError::new(
+                format!("{prefix}.allow_emails"),
+                format!("{bad:?} is not an email address"),
+            ));
+        }
+        Ok(PolicyConfig {
+            allow_emails: emails,
+            allow_domains: domains,
+            allow_groups: self.allow_groups.unwrap_or_default(),
+            allow_claims: self.allow_claims.unwrap_or_default(),
+        })
+    }
+}
+
 impl RawRoute {
-    fn validate(self, index: usize) -> Result<RouteConfig, ConfigError> {
+    fn validate(self, index: usize, global: &RawPolicy) -> Result<RouteConfig, ConfigError> {
         let key = |k: &str| format!("route[{index}].{k}");
         let upstream_text = self
             .upstream
@@ -631,6 +776,30 @@ impl RawRoute {
                 Some(h)
             }
         };
+        let policy = self
+            .policy
+            .inherit(global)
+            .resolve(&format!("route[{index}]"))?;
+        let skip_auth_paths = self
+            .skip_auth_paths
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                    ConfigError::new(key("skip_auth_paths"), format!("{p:?} is not a regex: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let methods = self
+            .methods
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                http::Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    ConfigError::new(key("methods"), format!("{m:?} is not an HTTP method"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(RouteConfig {
             host,
             path: crate::routes::normalize_path(&path).into_owned(),
@@ -638,6 +807,9 @@ impl RawRoute {
             public: self.public.unwrap_or(false),
             preserve_host: self.preserve_host.unwrap_or(false),
             accept_bearer: self.accept_bearer.unwrap_or(false),
+            policy,
+            skip_auth_paths,
+            methods,
         })
     }
 }
@@ -711,6 +883,19 @@ impl std::fmt::Display for Config {
         writeln!(f, "format = \"{format}\"")?;
         writeln!(f, "filter = {:?}", self.log.filter)?;
         writeln!(f, "log_user = {}", self.log.log_user)?;
+        writeln!(f, "\n[policy]")?;
+        write_policy(f, &self.policy)?;
+        writeln!(f, "\n[forward_auth]")?;
+        writeln!(
+            f,
+            "pass_access_token = {}",
+            self.forward_auth.pass_access_token
+        )?;
+        writeln!(
+            f,
+            "set_authorization = {}",
+            self.forward_auth.set_authorization
+        )?;
         if let Some(o) = &self.oidc {
             writeln!(f, "\n[oidc]")?;
             writeln!(f, "issuer = \"{}\"", o.issuer)?;
@@ -721,6 +906,13 @@ impl std::fmt::Display for Config {
             }
             writeln!(f, "scopes = {:?}", o.scopes)?;
             writeln!(f, "groups_claim = {:?}", o.groups_claim)?;
+            if let Some(m) = o.token_endpoint_auth_method {
+                let name = match m {
+                    TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+                    TokenAuthMethod::ClientSecretPost => "client_secret_post",
+                };
+                writeln!(f, "token_endpoint_auth_method = {name:?}")?;
+            }
             if let Some(aud) = &o.api_audience {
                 writeln!(f, "api_audience = {aud:?}")?;
             }
@@ -750,9 +942,35 @@ impl std::fmt::Display for Config {
             writeln!(f, "public = {}", r.public)?;
             writeln!(f, "preserve_host = {}", r.preserve_host)?;
             writeln!(f, "accept_bearer = {}", r.accept_bearer)?;
+            write_policy(f, &r.policy)?;
+            let paths: Vec<String> = r
+                .skip_auth_paths
+                .iter()
+                .map(|re| {
+                    re.as_str()
+                        .trim_start_matches("^(?:")
+                        .trim_end_matches(")$")
+                        .to_string()
+                })
+                .collect();
+            writeln!(f, "skip_auth_paths = {paths:?}")?;
+            let methods: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
+            writeln!(f, "methods = {methods:?}")?;
         }
         Ok(())
     }
+}
+
+fn write_policy(f: &mut std::fmt::Formatter<'_>, p: &PolicyConfig) -> std::fmt::Result {
+    writeln!(f, "allow_emails = {:?}", p.allow_emails)?;
+    writeln!(f, "allow_domains = {:?}", p.allow_domains)?;
+    writeln!(f, "allow_groups = {:?}", p.allow_groups)?;
+    let claims: Vec<String> = p
+        .allow_claims
+        .iter()
+        .map(|(k, v)| format!("{k:?} = {v:?}"))
+        .collect();
+    writeln!(f, "allow_claims = {{ {} }}", claims.join(", "))
 }
 
 #[cfg(test)]
@@ -794,6 +1012,22 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.key, "session.secret");
+    }
+
+    #[test]
+    fn routes_inherit_global_policy_per_key() {
+        let cfg = load(
+            "[policy]\nallow_domains = [\"Example.com\"]\nallow_groups = [\"staff\"]\n[[route]]\nupstream = \"http://127.0.0.1:1\"\npublic = true\nallow_groups = [\"admins\"]\nskip_auth_paths = [\"/health\"]\nmethods = [\"options\"]\n",
+        )
+        .unwrap();
+        let r = &cfg.routes[0];
+        assert_eq!(r.policy.allow_domains, vec!["example.com"]);
+        assert_eq!(r.policy.allow_groups, vec!["admins"]);
+        assert!(r.skip_auth_paths[0].is_match("/health"));
+        assert!(!r.skip_auth_paths[0].is_match("/healthz"));
+        assert_eq!(r.methods, vec![http::Method::OPTIONS]);
+        let err = load("[[route]]\nupstream = \"http://127.0.0.1:1\"\npublic = true\nskip_auth_paths = [\"(\"]\n").unwrap_err();
+        assert_eq!(err.key, "route[0].skip_auth_paths");
     }
 
     #[test]

@@ -228,7 +228,7 @@ impl Gateway {
         log.route = &route.name;
 
         // 3–5. Who is asking, and may they pass?
-        let permit = match self.authorize(route, &req, log).await? {
+        let permit = match self.authorize(route, &req, &path, log).await? {
             Authorized::Pass(permit) => permit,
             Authorized::Respond(early) => return Ok(early),
         };
@@ -264,11 +264,20 @@ impl Gateway {
         &self,
         route: &Route,
         req: &Request<Incoming>,
+        path: &str,
         log: &mut AccessLog<'_>,
     ) -> Result<Authorized, Error> {
-        let auth = match (&self.auth, route.public) {
-            (Some(auth), false) => auth,
-            _ => return Ok(allow(policy::evaluate(route, None), req)),
+        let method = req.method();
+        let auth = match &self.auth {
+            Some(auth) if !policy::skips_auth(route, method, path) => auth,
+            _ => {
+                return Ok(self.allow(
+                    policy::evaluate(route, method, path, None),
+                    req,
+                    route,
+                    None,
+                ))
+            }
         };
 
         // 3a. API clients with their own JWT.
@@ -285,7 +294,8 @@ impl Gateway {
                         if self.log_user {
                             log.user = Some(api.sub.clone());
                         }
-                        allow(policy::evaluate_bearer(&api, authorization), req)
+                        let decision = policy::evaluate_bearer(route, &api, authorization);
+                        self.allow(decision, req, route, Some(&api.sub))
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "API bearer token refused");
@@ -317,11 +327,12 @@ impl Gateway {
         };
 
         // 5. Policy.
-        let decision = policy::evaluate(route, loaded.as_ref().map(|l| &l.session));
+        let session = loaded.as_ref().map(|l| &l.session);
+        let decision = policy::evaluate(route, method, path, session);
+        let mut result = self.allow(decision, req, route, session.map(|s| s.sub.as_str()));
         if self.log_user {
             log.user = loaded.map(|l| l.session.sub);
         }
-        let mut result = allow(decision, req);
         if let (true, Authorized::Respond(resp)) = (ended, &mut result) {
             resp.headers_mut()
                 .append(header::SET_COOKIE, auth.sessions.clear_cookie());
@@ -358,11 +369,44 @@ enum Authorized {
     Respond(Response<Body>),
 }
 
-fn allow<B>(decision: Decision, req: &Request<B>) -> Authorized {
-    match decision {
-        Decision::Allow(permit) => Authorized::Pass(permit),
-        Decision::Login => Authorized::Respond(login_or_unauthorized(req)),
+impl Gateway {
+    /// Turns a decision into a permit or the answer for the client; a denial is logged
+    /// as an audit event.
+    fn allow<B>(
+        &self,
+        decision: Decision,
+        req: &Request<B>,
+        route: &Route,
+        sub: Option<&str>,
+    ) -> Authorized {
+        match decision {
+            Decision::Allow(permit) => Authorized::Pass(permit),
+            Decision::Login => Authorized::Respond(login_or_unauthorized(req)),
+            Decision::Deny => {
+                tracing::info!(event = "policy_deny", route = %route.name, sub = sub.unwrap_or(""), "access denied by policy");
+                Authorized::Respond(forbidden(wants_html(req.headers())))
+            }
+        }
     }
+}
+
+/// 403 for a signed-in user the policy does not admit: a page for browsers, JSON for APIs.
+/// Never a redirect, so a denied user cannot end up in a login loop.
+pub fn forbidden(html: bool) -> Response<Body> {
+    if html {
+        return page::html_response(
+            StatusCode::FORBIDDEN,
+            page::render(
+                "403 Forbidden",
+                "You are signed in, but your account is not allowed to see this page. Ask its owner for access, or sign out and use another account.",
+                "",
+            ),
+        );
+    }
+    page::json_response(
+        StatusCode::FORBIDDEN,
+        r#"{"error":"forbidden","error_description":"not allowed by policy"}"#.to_string(),
+    )
 }
 
 /// The `Authorization` header when it carries a bearer token (RFC 6750 §2.1).

@@ -1,14 +1,23 @@
-//! Who may pass, step 4 of the request path. Only this module can build a `Permit`, and
+//! Who may pass, step 5 of the request path. Only this module can build a `Permit`, and
 //! `Upstream::forward` requires one, so no request reaches an upstream without a decision.
+//!
+//! Rules (`allow_emails`, `allow_domains`, `allow_groups`, `allow_claims`, per route with
+//! `[policy]` defaults): with none set, any signed-in user passes; otherwise a user passes
+//! when ANY listed rule admits them. Emails and domains compare case-insensitively, groups
+//! and claim values exactly.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use std::collections::BTreeMap;
 
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+
+use crate::config::{ForwardAuthConfig, PolicyConfig};
 use crate::oidc::access_token::ApiIdentity;
 use crate::proxy::headers::{self as h, strip_identity};
 use crate::routes::Route;
 use crate::session::Session;
 
-/// The identity headers to set on the upstream request, built from the session.
+/// The identity headers to set on the upstream request.
 #[derive(Debug)]
 struct UserHeaders {
     bearer: HeaderValue,
@@ -29,14 +38,85 @@ pub enum Decision {
     Allow(Permit),
     /// No usable session: the caller sends a browser to log in, an API client a 401.
     Login,
+    /// Signed in, but the rules do not admit this user: 403, never a redirect.
+    Deny,
 }
 
-/// Decides for a route and the session (if any) that came with the request.
-pub fn evaluate(route: &Route, session: Option<&Session>) -> Decision {
+/// The facts about a user that rules look at.
+pub struct Identity<'a> {
+    pub sub: &'a str,
+    pub email: Option<&'a str>,
+    pub groups: &'a [String],
+    pub claims: &'a BTreeMap<String, Vec<String>>,
+}
+
+impl<'a> Identity<'a> {
+    pub fn of_session(s: &'a Session) -> Self {
+        Identity {
+            sub: &s.sub,
+            email: s.email.as_deref(),
+            groups: &s.groups,
+            claims: &s.claims,
+        }
+    }
+
+    pub fn of_api(a: &'a ApiIdentity) -> Self {
+        Identity {
+            sub: &a.sub,
+            email: a.email.as_deref(),
+            groups: &a.groups,
+            claims: &a.claims,
+        }
+    }
+}
+
+/// Whether `policy` admits `id`.
+pub fn admits(policy: &PolicyConfig, id: &Identity<'_>) -> bool {
+    if policy.is_open() {
+        return true;
+    }
+    let email = id.email.map(str::to_ascii_lowercase);
+    let by_email = email
+        .as_deref()
+        .is_some_and(|e| policy.allow_emails.iter().any(|a| a == e));
+    let by_domain = email
+        .as_deref()
+        .and_then(|e| e.rsplit_once('@'))
+        .is_some_and(|(_, domain)| policy.allow_domains.iter().any(|d| d == domain));
+    let by_group = id.groups.iter().any(|g| policy.allow_groups.contains(g));
+    let by_claim = policy.allow_claims.iter().any(|(claim, accepted)| {
+        id.claims
+            .get(claim)
+            .is_some_and(|values| values.iter().any(|v| accepted.contains(v)))
+    });
+    by_email || by_domain || by_group || by_claim
+}
+
+/// Whether this request needs no login: a public route, or a `skip_auth_paths` /
+/// `methods` exception.
+pub fn skips_auth(route: &Route, method: &Method, path: &str) -> bool {
     if route.public {
+        return true;
+    }
+    let method_ok = route.methods.is_empty() || route.methods.contains(method);
+    if route.skip_auth_paths.is_empty() {
+        return !route.methods.is_empty() && method_ok;
+    }
+    method_ok && route.skip_auth_paths.iter().any(|re| re.is_match(path))
+}
+
+/// Decides for a route, request and the session (if any) that came with it.
+pub fn evaluate(route: &Route, method: &Method, path: &str, session: Option<&Session>) -> Decision {
+    if skips_auth(route, method, path) {
         return Decision::Allow(Permit { user: None });
     }
-    match session.and_then(user_headers) {
+    let Some(session) = session else {
+        return Decision::Login;
+    };
+    if !admits(&route.policy, &Identity::of_session(session)) {
+        return Decision::Deny;
+    }
+    match session_headers(session) {
         Some(user) => Decision::Allow(Permit { user: Some(user) }),
         None => Decision::Login,
     }
@@ -44,7 +124,10 @@ pub fn evaluate(route: &Route, session: Option<&Session>) -> Decision {
 
 /// Decides for an API client that presented its own valid bearer token; the token itself
 /// is forwarded unchanged.
-pub fn evaluate_bearer(api: &ApiIdentity, authorization: &HeaderValue) -> Decision {
+pub fn evaluate_bearer(route: &Route, api: &ApiIdentity, authorization: &HeaderValue) -> Decision {
+    if !admits(&route.policy, &Identity::of_api(api)) {
+        return Decision::Deny;
+    }
     let user = HeaderValue::from_str(&api.sub)
         .ok()
         .map(|user| UserHeaders {
@@ -62,6 +145,20 @@ pub fn evaluate_bearer(api: &ApiIdentity, authorization: &HeaderValue) -> Decisi
     }
 }
 
+/// Decides a forward-auth check (`/oauth2/auth`) under `policy`.
+pub fn evaluate_forward(policy: &PolicyConfig, session: Option<&Session>) -> Decision {
+    let Some(session) = session else {
+        return Decision::Login;
+    };
+    if !admits(policy, &Identity::of_session(session)) {
+        return Decision::Deny;
+    }
+    match session_headers(session) {
+        Some(user) => Decision::Allow(Permit { user: Some(user) }),
+        None => Decision::Login,
+    }
+}
+
 fn groups_header(groups: &[String]) -> Option<HeaderValue> {
     if groups.is_empty() {
         return None;
@@ -69,9 +166,8 @@ fn groups_header(groups: &[String]) -> Option<HeaderValue> {
     HeaderValue::from_str(&groups.join(",")).ok()
 }
 
-fn user_headers(s: &Session) -> Option<UserHeaders> {
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", s.access_token.expose())).ok()?;
-    let mut bearer = bearer;
+fn session_headers(s: &Session) -> Option<UserHeaders> {
+    let mut bearer = HeaderValue::from_str(&format!("Bearer {}", s.access_token.expose())).ok()?;
     bearer.set_sensitive(true);
     Some(UserHeaders {
         bearer,
@@ -83,6 +179,12 @@ fn user_headers(s: &Session) -> Option<UserHeaders> {
         groups: groups_header(&s.groups),
     })
 }
+
+const X_AUTH_REQUEST_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
+const X_AUTH_REQUEST_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
+const X_AUTH_REQUEST_GROUPS: HeaderName = HeaderName::from_static("x-auth-request-groups");
+const X_AUTH_REQUEST_ACCESS_TOKEN: HeaderName =
+    HeaderName::from_static("x-auth-request-access-token");
 
 impl Permit {
     /// Removes what a client could forge, then sets the gateway's own assertions. On a
@@ -100,7 +202,109 @@ impl Permit {
         }
     }
 
-    pub fn is_authenticated(&self) -> bool {
-        self.user.is_some()
+    /// The forward-auth answer's headers (oauth2-proxy compatible): `X-Auth-Request-User`,
+    /// `-Email`, `-Groups`, and per config the access token and `Authorization`.
+    pub fn forward_auth_headers(&self, cfg: &ForwardAuthConfig, out: &mut HeaderMap) {
+        let Some(user) = &self.user else { return };
+        out.insert(X_AUTH_REQUEST_USER, user.user.clone());
+        if let Some(email) = &user.email {
+            out.insert(X_AUTH_REQUEST_EMAIL, email.clone());
+        }
+        if let Some(groups) = &user.groups {
+            out.insert(X_AUTH_REQUEST_GROUPS, groups.clone());
+        }
+        if cfg.pass_access_token {
+            if let Some(Ok(mut token)) = user
+                .bearer
+                .as_bytes()
+                .get("Bearer ".len()..)
+                .map(HeaderValue::from_bytes)
+            {
+                token.set_sensitive(true);
+                out.insert(X_AUTH_REQUEST_ACCESS_TOKEN, token);
+            }
+        }
+        if cfg.set_authorization {
+            out.insert(header::AUTHORIZATION, user.bearer.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(
+        emails: &[&str],
+        domains: &[&str],
+        groups: &[&str],
+        claims: &[(&str, &[&str])],
+    ) -> PolicyConfig {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        PolicyConfig {
+            allow_emails: v(emails),
+            allow_domains: v(domains),
+            allow_groups: v(groups),
+            allow_claims: claims
+                .iter()
+                .map(|(k, vals)| (k.to_string(), v(vals)))
+                .collect(),
+        }
+    }
+
+    fn check(
+        p: &PolicyConfig,
+        email: Option<&str>,
+        groups: &[&str],
+        claims: &[(&str, &[&str])],
+    ) -> bool {
+        let groups: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
+        let claims: BTreeMap<String, Vec<String>> = claims
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        admits(
+            p,
+            &Identity {
+                sub: "u",
+                email,
+                groups: &groups,
+                claims: &claims,
+            },
+        )
+    }
+
+    #[test]
+    fn open_policy_admits_anyone_signed_in() {
+        assert!(check(&PolicyConfig::default(), None, &[], &[]));
+    }
+
+    #[test]
+    fn each_rule_kind_admits_on_its_own() {
+        let p = policy(
+            &["boss@corp.test"],
+            &["eng.test"],
+            &["admins"],
+            &[("department", &["eng"])],
+        );
+        assert!(check(&p, Some("Boss@Corp.Test"), &[], &[]));
+        assert!(check(&p, Some("x@ENG.test"), &[], &[]));
+        assert!(check(&p, Some("x@other.test"), &["admins"], &[]));
+        assert!(check(&p, None, &[], &[("department", &["sales", "eng"])]));
+        assert!(!check(
+            &p,
+            Some("x@other.test"),
+            &["users"],
+            &[("department", &["sales"])]
+        ));
+        assert!(!check(&p, None, &[], &[]));
+    }
+
+    #[test]
+    fn domains_match_exactly_not_as_suffix() {
+        let p = policy(&[], &["corp.test"], &[], &[]);
+        assert!(!check(&p, Some("x@evilcorp.test"), &[], &[]));
+        assert!(!check(&p, Some("x@sub.corp.test"), &[], &[]));
+        assert!(!check(&p, Some("corp.test@evil.test"), &[], &[]));
     }
 }

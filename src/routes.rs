@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 
-use crate::config::RouteConfig;
+use crate::config::{PolicyConfig, RouteConfig};
 
 /// Where a route sends its requests.
 #[derive(Debug)]
@@ -42,6 +42,9 @@ pub struct Route {
     pub public: bool,
     pub preserve_host: bool,
     pub accept_bearer: bool,
+    pub policy: PolicyConfig,
+    pub skip_auth_paths: Vec<regex::Regex>,
+    pub methods: Vec<http::Method>,
 }
 
 /// All routes in file order; the first match wins.
@@ -109,6 +112,9 @@ impl Route {
             public: c.public,
             preserve_host: c.preserve_host,
             accept_bearer: c.accept_bearer,
+            policy: c.policy.clone(),
+            skip_auth_paths: c.skip_auth_paths.clone(),
+            methods: c.methods.clone(),
         }
     }
 
@@ -293,6 +299,9 @@ mod tests {
             public: true,
             preserve_host: false,
             accept_bearer: false,
+            policy: Default::default(),
+            skip_auth_paths: Vec::new(),
+            methods: Vec::new(),
         };
         RouteTable::new(&[
             route(Some("a.test"), "/", 1),

@@ -71,6 +71,23 @@ async fn complete(
         return Err(unknown());
     }
 
+    // RFC 9207 §2.4: when the IdP promises `iss`, it must be there and be this issuer —
+    // on error responses too.
+    match single(params, "iss")? {
+        Some(iss) if iss == oidc.issuer() => {}
+        Some(_) => {
+            return Err(Error::new(Kind::BadRequest(
+                "the login response came from another issuer",
+            )))
+        }
+        None if oidc.requires_iss_parameter() => {
+            return Err(Error::new(Kind::BadRequest(
+                "the login response names no issuer",
+            )))
+        }
+        None => {}
+    }
+
     if let Some(error) = single(params, "error")? {
         let code: String = error
             .chars()
@@ -85,22 +102,6 @@ async fn complete(
             StatusCode::FORBIDDEN,
             page::render("Sign-in was not completed", &message, ""),
         ));
-    }
-
-    // RFC 9207 §2.4: when the IdP promises `iss`, it must be there and be this issuer.
-    match single(params, "iss")? {
-        Some(iss) if iss == oidc.issuer() => {}
-        Some(_) => {
-            return Err(Error::new(Kind::BadRequest(
-                "the login response came from another issuer",
-            )))
-        }
-        None if oidc.requires_iss_parameter() => {
-            return Err(Error::new(Kind::BadRequest(
-                "the login response names no issuer",
-            )))
-        }
-        None => {}
     }
 
     let code = single(params, "code")?
@@ -124,6 +125,7 @@ async fn complete(
         email: tokens.claims.email,
         name: tokens.claims.name,
         groups: tokens.claims.groups,
+        claims: tokens.claims.claims,
         sid: tokens.claims.sid,
         access_token: tokens.access_token,
         access_expires_at: tokens.access_expires_at,

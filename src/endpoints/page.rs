@@ -90,9 +90,8 @@ pub fn redirect(location: &str) -> Response<Body> {
     let mut resp = Response::new(proxy::empty());
     *resp.status_mut() = StatusCode::FOUND;
     no_store(&mut resp);
-    if let Ok(v) = HeaderValue::from_str(location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
+    let value = HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
+    resp.headers_mut().insert(header::LOCATION, value);
     resp
 }
 

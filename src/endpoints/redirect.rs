@@ -2,10 +2,17 @@
 //! anything else (other hosts, schemes, `//host`, `/\host`, control characters, and their
 //! percent-encoded forms) falls back to `/`. Open redirects are how login flows get phished.
 
+/// Only bytes outside ASCII need encoding: `is_safe_relative_path` already refused
+/// controls and whitespace, and the rest of the path is kept as the client wrote it.
+const NON_ASCII: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS;
+
 /// The path to return to after login, or `/` when `rd` is missing or unsafe.
 pub fn safe_return_path(rd: Option<&str>) -> String {
     match rd {
-        Some(rd) if is_safe_relative_path(rd) => rd.to_string(),
+        // Non-ASCII characters are percent-encoded so the Location header stays ASCII.
+        Some(rd) if is_safe_relative_path(rd) => {
+            percent_encoding::utf8_percent_encode(rd, NON_ASCII).to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -36,6 +43,11 @@ mod tests {
         for rd in ["/", "/a/b?x=1&y=2", "/dash#frag", "/a%20b"] {
             assert_eq!(safe_return_path(Some(rd)), rd, "{rd}");
         }
+    }
+
+    #[test]
+    fn non_ascii_is_percent_encoded() {
+        assert_eq!(safe_return_path(Some("/café?q=ä")), "/caf%C3%A9?q=%C3%A4");
     }
 
     #[test]

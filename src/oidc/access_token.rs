@@ -14,6 +14,7 @@ pub struct ApiIdentity {
     pub sub: String,
     pub email: Option<String>,
     pub groups: Vec<String>,
+    pub claims: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +52,7 @@ impl OidcClient {
             .claims;
         let groups = super::id_token::groups_from(&claims.other, &self.groups_claim);
         Ok(ApiIdentity {
+            claims: super::id_token::claims_from(&claims.other, &self.policy_claims),
             sub: claims.sub,
             email: claims.email,
             groups,

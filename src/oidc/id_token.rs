@@ -2,6 +2,8 @@
 //! asymmetric algorithms only (never `none`, never HMAC), `iss`, `aud`, `azp`, `exp`, `iat`
 //! with a small leeway, and `nonce` against the one sent with this login.
 
+use std::collections::BTreeMap;
+
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
@@ -74,6 +76,8 @@ pub struct IdClaims {
     pub name: Option<String>,
     pub groups: Vec<String>,
     pub sid: Option<String>,
+    /// The claims named in `allow_claims` rules, as strings.
+    pub claims: BTreeMap<String, Vec<String>>,
 }
 
 pub struct Expectations<'a> {
@@ -83,6 +87,8 @@ pub struct Expectations<'a> {
     /// The login's nonce; `None` for ID tokens from a refresh, which need not carry one.
     pub nonce: Option<&'a str>,
     pub groups_claim: &'a str,
+    /// Claims to keep for policies.
+    pub policy_claims: &'a [String],
 }
 
 fn invalid(reason: impl Into<crate::errors::BoxError>) -> Error {
@@ -136,13 +142,38 @@ pub async fn validate(
         }
     }
     let groups = groups_from(&c.other, want.groups_claim);
+    let claims = claims_from(&c.other, want.policy_claims);
     Ok(IdClaims {
+        claims,
         sub: c.sub,
         email: c.email,
         name: c.name.or(c.preferred_username),
         groups,
         sid: c.sid,
     })
+}
+
+/// The named claims as lists of strings (a string, number or bool is a one-item list).
+pub fn claims_from(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    names: &[String],
+) -> BTreeMap<String, Vec<String>> {
+    use serde_json::Value;
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+        _ => None,
+    };
+    names
+        .iter()
+        .filter_map(|name| {
+            let values: Vec<String> = match claims.get(name)? {
+                Value::Array(items) => items.iter().filter_map(text).collect(),
+                other => text(other).into_iter().collect(),
+            };
+            Some((name.clone(), values))
+        })
+        .collect()
 }
 
 /// The groups claim: a list of strings, or a single string.

@@ -122,6 +122,7 @@ impl PendingLogin {
                 algorithms: &client.algorithms,
                 nonce: Some(&self.nonce),
                 groups_claim: &client.groups_claim,
+                policy_claims: &client.policy_claims,
             },
         )
         .await?;

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::config::OidcConfig;
+use crate::config::{OidcConfig, TokenAuthMethod};
 use crate::errors::{Error, Kind};
 use discovery::Metadata;
 use http::IdpHttp;
@@ -68,6 +68,7 @@ pub struct OidcClient {
     scopes: Vec<Scope>,
     groups_claim: String,
     api_audience: Option<String>,
+    policy_claims: Vec<String>,
 }
 
 impl OidcClient {
@@ -92,11 +93,17 @@ impl OidcClient {
             );
         if let Some(secret) = &cfg.client_secret {
             oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().to_string()));
-            // RFC 8414 §2: the default is client_secret_basic; use post only if basic is absent.
+            // RFC 8414 §2: the default is client_secret_basic; use post only if basic is
+            // absent, unless the operator chose.
             let methods = metadata.token_endpoint_auth_methods_supported.as_deref();
             let basic = methods.is_none_or(|m| m.iter().any(|x| x == "client_secret_basic"));
             let post = methods.is_some_and(|m| m.iter().any(|x| x == "client_secret_post"));
-            oauth = oauth.set_auth_type(if !basic && post {
+            let use_post = match cfg.token_endpoint_auth_method {
+                Some(TokenAuthMethod::ClientSecretPost) => true,
+                Some(TokenAuthMethod::ClientSecretBasic) => false,
+                None => !basic && post,
+            };
+            oauth = oauth.set_auth_type(if use_post {
                 AuthType::RequestBody
             } else {
                 AuthType::BasicAuth
@@ -120,6 +127,7 @@ impl OidcClient {
             scopes: cfg.scopes.iter().cloned().map(Scope::new).collect(),
             groups_claim: cfg.groups_claim.clone(),
             api_audience: cfg.api_audience.clone(),
+            policy_claims: cfg.policy_claims.clone(),
         })
     }
 }

@@ -151,6 +151,7 @@ impl OidcClient {
                     algorithms: &self.algorithms,
                     nonce: None,
                     groups_claim: &self.groups_claim,
+                    policy_claims: &self.policy_claims,
                 },
             )
             .await
@@ -164,6 +165,7 @@ impl OidcClient {
             next.email = claims.email.or(next.email);
             next.name = claims.name.or(next.name);
             next.groups = claims.groups;
+            next.claims = claims.claims;
             next.id_token = Some(Secret::new(id_token));
         }
         next.access_token = Secret::new(resp.access_token().secret().clone());

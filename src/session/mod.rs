@@ -261,6 +261,7 @@ mod tests {
             id_token: None,
             created_at: now(),
             last_seen: now(),
+            claims: Default::default(),
             created_ms: now_ms(),
         }
     }

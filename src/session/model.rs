@@ -1,6 +1,8 @@
 //! What a session holds: who the user is and the tokens the gateway uses on their behalf.
 //! Only ever stored sealed (see `crypto`); tokens are `Secret`s, so `Debug` redacts them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
@@ -42,6 +44,9 @@ pub struct Session {
     pub id_token: Option<Secret>,
     pub created_at: UnixTime,
     pub last_seen: UnixTime,
+    /// Claims the policies look at (`allow_claims`), as strings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, Vec<String>>,
     /// Login time in milliseconds, to order it against back-channel logouts precisely.
     #[serde(default)]
     pub created_ms: u64,
