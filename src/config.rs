@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_uri_length: usize,
     pub trust_forwarded_headers: bool,
+    /// Hosts that `rd` and post-logout targets may name in absolute URLs.
+    pub allowed_redirect_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +238,7 @@ struct RawServer {
     max_header_bytes: Option<usize>,
     max_uri_length: Option<usize>,
     trust_forwarded_headers: Option<bool>,
+    allowed_redirect_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -319,6 +322,7 @@ impl Config {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("oidc.scopes")
+                    .with_list_parse_key("server.allowed_redirect_hosts")
                     .try_parsing(true),
             )
             .build()
@@ -560,6 +564,7 @@ impl RawServer {
             max_header_bytes,
             max_uri_length,
             trust_forwarded_headers: self.trust_forwarded_headers.unwrap_or(false),
+            allowed_redirect_hosts: validate_redirect_hosts(self.allowed_redirect_hosts)?,
         })
     }
 }
@@ -814,6 +819,24 @@ impl RawRoute {
     }
 }
 
+fn validate_redirect_hosts(hosts: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let hosts = hosts.unwrap_or_default();
+    for h in &hosts {
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        if bare.is_empty()
+            || !bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(ConfigError::new(
+                "server.allowed_redirect_hosts",
+                format!("{h:?} is not a host name or \"*.example.com\" (write IDNs in punycode)"),
+            ));
+        }
+    }
+    Ok(hosts)
+}
+
 fn load_ca_file(
     path: &Path,
 ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ConfigError> {
@@ -875,6 +898,7 @@ impl std::fmt::Display for Config {
         writeln!(f, "max_header_bytes = {}", s.max_header_bytes)?;
         writeln!(f, "max_uri_length = {}", s.max_uri_length)?;
         writeln!(f, "trust_forwarded_headers = {}", s.trust_forwarded_headers)?;
+        writeln!(f, "allowed_redirect_hosts = {:?}", s.allowed_redirect_hosts)?;
         writeln!(f, "\n[log]")?;
         let format = match self.log.format {
             LogFormat::Text => "text",

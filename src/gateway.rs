@@ -9,7 +9,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::config::Config;
+use crate::config::{Config, ForwardAuthConfig, PolicyConfig};
+use crate::endpoints::redirect::RedirectPolicy;
 use crate::endpoints::{self, page};
 use crate::errors::{Error, Kind};
 use crate::oidc::refresh::{Refreshed, Refresher};
@@ -35,6 +36,11 @@ pub struct Auth {
     pub sign_out_requires_post: bool,
     /// `server.public_url` without a trailing slash, for absolute return URLs.
     pub public_origin: String,
+    /// Where `rd` may point.
+    pub redirects: RedirectPolicy,
+    /// `[policy]`: the rules for forward-auth requests that match no route.
+    pub global_policy: PolicyConfig,
+    pub forward_auth: ForwardAuthConfig,
     /// `state`s of completed logins, so a copied login cookie cannot be used twice.
     used_states: moka::sync::Cache<String, ()>,
     /// `jti`s of accepted back-channel logout tokens (replay protection).
@@ -56,9 +62,69 @@ impl Auth {
             .is_fresh()
     }
 
+    /// The request's session, refreshed if its access token is about to expire
+    /// (single-flight per session). `ended` says a refresh found the session over.
+    pub async fn current_session(&self, headers: &HeaderMap) -> Result<CurrentSession, Error> {
+        let loaded = self
+            .sessions
+            .load(headers)
+            .await
+            .map_err(|e| Error::with_source(Kind::Internal, e))?;
+        Ok(match loaded {
+            Some(mut l) if Refresher::is_stale(&l.session, self.refresh_before) => {
+                match self.refresh(&l).await? {
+                    Some(fresh) => {
+                        l.session = fresh;
+                        CurrentSession {
+                            loaded: Some(l),
+                            ended: false,
+                        }
+                    }
+                    None => CurrentSession {
+                        loaded: None,
+                        ended: true,
+                    },
+                }
+            }
+            loaded => CurrentSession {
+                loaded,
+                ended: false,
+            },
+        })
+    }
+
+    /// The session after a refresh: `Some` with new tokens, or the old ones while the IdP
+    /// is unreachable but the access token still works; `None` when the session has ended.
+    async fn refresh(&self, loaded: &LoadedSession) -> Result<Option<Session>, Error> {
+        let expired = loaded
+            .session
+            .access_expires_at
+            .is_some_and(|at| at <= now());
+        let Some(client) = self.oidc.get() else {
+            return if expired {
+                Err(Error::new(Kind::RefreshUnavailable))
+            } else {
+                Ok(Some(loaded.session.clone()))
+            };
+        };
+        match &*self.refresher.refresh(loaded, client, &self.sessions).await {
+            Refreshed::Fresh(session) => Ok(Some((**session).clone())),
+            Refreshed::Ended => Ok(None),
+            Refreshed::Unavailable if !expired => Ok(Some(loaded.session.clone())),
+            Refreshed::Unavailable => Err(Error::new(Kind::RefreshUnavailable)),
+        }
+    }
+
     fn is_gateway_cookie(&self, name: &str) -> bool {
         name == self.sessions.cookie_name() || self.login_cookies.is_login_cookie(name)
     }
+}
+
+/// The session behind a request, after any refresh.
+pub struct CurrentSession {
+    pub loaded: Option<LoadedSession>,
+    /// A refresh found the session over (its cookie should be cleared).
+    pub ended: bool,
 }
 
 /// Per-request facts shared with the endpoints.
@@ -120,6 +186,9 @@ impl Gateway {
                     refresher: Refresher::new(),
                     sign_out_requires_post: session_cfg.sign_out_requires_post,
                     public_origin: server.public_url.as_str().trim_end_matches('/').to_string(),
+                    redirects: RedirectPolicy::new(&server.allowed_redirect_hosts),
+                    global_policy: config.policy.clone(),
+                    forward_auth: config.forward_auth.clone(),
                     used_states: moka::sync::Cache::builder()
                         .max_capacity(100_000)
                         .time_to_live(session_cfg.login_timeout)
@@ -214,7 +283,7 @@ impl Gateway {
                     .auth
                     .as_ref()
                     .ok_or_else(|| Error::new(Kind::NotFound))?;
-                return endpoints::handle(auth, req, p, info).await;
+                return endpoints::handle(auth, &self.routes, req, p, info).await;
             }
             _ => {}
         }
@@ -305,26 +374,8 @@ impl Gateway {
             }
         }
 
-        // 3b. The session.
-        let loaded = auth
-            .sessions
-            .load(req.headers())
-            .await
-            .map_err(|e| Error::with_source(Kind::Internal, e))?;
-
-        // 4. Refresh an access token about to expire (single-flight per session).
-        let (loaded, ended) = match loaded {
-            Some(mut l) if Refresher::is_stale(&l.session, auth.refresh_before) => {
-                match self.refresh(auth, &l).await? {
-                    Some(fresh) => {
-                        l.session = fresh;
-                        (Some(l), false)
-                    }
-                    None => (None, true),
-                }
-            }
-            loaded => (loaded, false),
-        };
+        // 3b–4. The session, its access token refreshed if about to expire.
+        let CurrentSession { loaded, ended } = auth.current_session(req.headers()).await?;
 
         // 5. Policy.
         let session = loaded.as_ref().map(|l| &l.session);
@@ -338,28 +389,6 @@ impl Gateway {
                 .append(header::SET_COOKIE, auth.sessions.clear_cookie());
         }
         Ok(result)
-    }
-
-    /// The session after a refresh: `Some` with new tokens, or the old ones while the IdP
-    /// is unreachable but the access token still works; `None` when the session has ended.
-    async fn refresh(&self, auth: &Auth, loaded: &LoadedSession) -> Result<Option<Session>, Error> {
-        let expired = loaded
-            .session
-            .access_expires_at
-            .is_some_and(|at| at <= now());
-        let Some(client) = auth.oidc.get() else {
-            return if expired {
-                Err(Error::new(Kind::RefreshUnavailable))
-            } else {
-                Ok(Some(loaded.session.clone()))
-            };
-        };
-        match &*auth.refresher.refresh(loaded, client, &auth.sessions).await {
-            Refreshed::Fresh(session) => Ok(Some((**session).clone())),
-            Refreshed::Ended => Ok(None),
-            Refreshed::Unavailable if !expired => Ok(Some(loaded.session.clone())),
-            Refreshed::Unavailable => Err(Error::new(Kind::RefreshUnavailable)),
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The gateway's own endpoints under `/oauth2/` (names as in oauth2-proxy, so existing
 //! nginx/Traefik setups port over), plus the query-string helpers they share.
 
+pub mod auth;
 pub mod backchannel_logout;
 pub mod callback;
 pub mod page;
@@ -15,10 +16,12 @@ use hyper::body::Incoming;
 use crate::errors::{Error, Kind};
 use crate::gateway::{Auth, RequestInfo};
 use crate::proxy::Body;
+use crate::routes::RouteTable;
 
 /// Dispatches `/oauth2/*` by normalized path.
 pub async fn handle(
     auth: &Auth,
+    routes: &RouteTable,
     req: Request<Incoming>,
     path: &str,
     info: &RequestInfo<'_>,
@@ -27,6 +30,7 @@ pub async fn handle(
     let is_get = method == Method::GET || method == Method::HEAD;
     match path {
         "/oauth2/start" if is_get => start::handle(auth, &req),
+        "/oauth2/auth" if is_get => auth::handle(auth, routes, &req).await,
         "/oauth2/callback" if is_get => Ok(callback::handle(auth, &req, info).await),
         "/oauth2/sign_out" if is_get || method == Method::POST => {
             sign_out::handle(auth, &req).await
@@ -36,6 +40,7 @@ pub async fn handle(
             backchannel_logout::handle(auth, req).await
         }
         "/oauth2/start"
+        | "/oauth2/auth"
         | "/oauth2/callback"
         | "/oauth2/sign_out"
         | "/oauth2/userinfo"

@@ -1,20 +1,75 @@
-//! Validation of return targets (`rd`): only a same-origin relative path is accepted;
-//! anything else (other hosts, schemes, `//host`, `/\host`, control characters, and their
-//! percent-encoded forms) falls back to `/`. Open redirects are how login flows get phished.
+//! Validation of return targets (`rd`, `post_logout_redirect_uri`), in one place: a
+//! same-origin relative path, or an absolute http(s) URL whose host is listed in
+//! `server.allowed_redirect_hosts` (exact, or `*.example.com` for subdomains). Anything
+//! else — other hosts, other schemes, `//host`, `/\host`, userinfo `@` tricks, control
+//! characters, their percent-encoded forms, IDN lookalikes (compared in punycode) — falls
+//! back to `/`. Open redirects are how login flows get phished.
 
 /// Only bytes outside ASCII need encoding: `is_safe_relative_path` already refused
 /// controls and whitespace, and the rest of the path is kept as the client wrote it.
 const NON_ASCII: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS;
 
-/// The path to return to after login, or `/` when `rd` is missing or unsafe.
-pub fn safe_return_path(rd: Option<&str>) -> String {
-    match rd {
-        // Non-ASCII characters are percent-encoded so the Location header stays ASCII.
-        Some(rd) if is_safe_relative_path(rd) => {
-            percent_encoding::utf8_percent_encode(rd, NON_ASCII).to_string()
-        }
-        _ => "/".to_string(),
+/// Where a login or logout may return to.
+#[derive(Debug, Clone, Default)]
+pub struct RedirectPolicy {
+    /// Lowercase hosts; entries starting with `.` match any subdomain.
+    hosts: Vec<String>,
+}
+
+impl RedirectPolicy {
+    pub fn new(allowed_hosts: &[String]) -> Self {
+        let hosts = allowed_hosts
+            .iter()
+            .map(|h| {
+                let h = h.trim().to_ascii_lowercase();
+                h.strip_prefix('*').map(str::to_string).unwrap_or(h)
+            })
+            .collect();
+        RedirectPolicy { hosts }
     }
+
+    /// The target to return to, or `/` when `rd` is missing or unsafe.
+    pub fn safe_target(&self, rd: Option<&str>) -> String {
+        match rd {
+            // Non-ASCII characters are percent-encoded so the Location header stays ASCII.
+            Some(rd) if is_safe_relative_path(rd) => {
+                percent_encoding::utf8_percent_encode(rd, NON_ASCII).to_string()
+            }
+            Some(rd) => self.allowed_absolute(rd).unwrap_or_else(|| "/".to_string()),
+            None => "/".to_string(),
+        }
+    }
+
+    fn allowed_absolute(&self, rd: &str) -> Option<String> {
+        if self.hosts.is_empty()
+            || rd.len() > 2048
+            || rd
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+        {
+            return None;
+        }
+        let lower = rd.to_ascii_lowercase();
+        if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+            return None;
+        }
+        let url = url::Url::parse(rd).ok()?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return None;
+        }
+        // `Url` gives IDNs in punycode, so a lookalike never equals an allowed ASCII host.
+        let host = url.host_str()?.to_ascii_lowercase();
+        let allowed = self.hosts.iter().any(|h| match h.strip_prefix('.') {
+            Some(_) => host.len() > h.len() && host.ends_with(h.as_str()),
+            None => *h == host,
+        });
+        allowed.then(|| url.to_string())
+    }
+}
+
+/// The path to return to, relative targets only (no hosts allowed).
+pub fn safe_return_path(rd: Option<&str>) -> String {
+    RedirectPolicy::default().safe_target(rd)
 }
 
 fn is_safe_relative_path(rd: &str) -> bool {
@@ -42,6 +97,34 @@ mod tests {
     fn relative_paths_are_kept() {
         for rd in ["/", "/a/b?x=1&y=2", "/dash#frag", "/a%20b"] {
             assert_eq!(safe_return_path(Some(rd)), rd, "{rd}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_admit_absolute_urls() {
+        let p = RedirectPolicy::new(&["app.example.com".into(), "*.corp.test".into()]);
+        for ok in [
+            "https://app.example.com/x?y=1",
+            "http://a.corp.test/",
+            "https://a.b.corp.test/p",
+        ] {
+            assert_ne!(p.safe_target(Some(ok)), "/", "{ok}");
+        }
+        for bad in [
+            "https://corp.test/",
+            "https://evilcorp.test/",
+            "https://app.example.com.evil.test/",
+            "https://app.example.com@evil.test/",
+            "https://evil.test/@app.example.com",
+            "https://evil.test\\@app.example.com/",
+            "javascript://app.example.com/%0aalert(1)",
+            "ftp://app.example.com/",
+            "https://аpp.example.com/",
+            "https://app.example.com\t/",
+            "//app.example.com/",
+            "https:app.example.com",
+        ] {
+            assert_eq!(p.safe_target(Some(bad)), "/", "{bad:?}");
         }
     }
 

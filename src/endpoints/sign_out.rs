@@ -9,14 +9,14 @@ use http::header;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{page, query_params, redirect::safe_return_path, single};
+use super::{page, query_params, single};
 use crate::errors::{Error, Kind};
 use crate::gateway::Auth;
 use crate::proxy::Body;
 
 pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let params = query_params(req.uri().query());
-    let return_to = safe_return_path(single(&params, "rd")?);
+    let return_to = auth.redirects.safe_target(single(&params, "rd")?);
     if auth.sign_out_requires_post && req.method() != Method::POST {
         return Ok(confirmation_page(&return_to));
     }
@@ -36,7 +36,12 @@ pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Bod
             if let Some(refresh_token) = &loaded.session.refresh_token {
                 client.revoke_refresh_token(refresh_token).await;
             }
-            let post_logout = format!("{}{return_to}", auth.public_origin);
+            // Relative targets become absolute on the gateway's origin.
+            let post_logout = if return_to.starts_with('/') {
+                format!("{}{return_to}", auth.public_origin)
+            } else {
+                return_to.clone()
+            };
             if let Some(url) =
                 client.end_session_url(loaded.session.id_token.as_ref(), &post_logout)
             {

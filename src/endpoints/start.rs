@@ -5,7 +5,7 @@ use http::header;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::{page, query_params, redirect::safe_return_path, single};
+use super::{page, query_params, single};
 use crate::errors::{Error, Kind};
 use crate::gateway::Auth;
 use crate::proxy::Body;
@@ -13,7 +13,7 @@ use crate::proxy::Body;
 pub fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let oidc = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
     let params = query_params(req.uri().query());
-    let return_to = safe_return_path(single(&params, "rd")?);
+    let return_to = auth.redirects.safe_target(single(&params, "rd")?);
     let (pending, authorize_url) = oidc.begin_login(return_to);
     let payload =
         serde_json::to_string(&pending).map_err(|e| Error::with_source(Kind::Internal, e))?;
