@@ -285,7 +285,19 @@ cpu_ticks() { # cpu -> "busy total"
 }
 busy_pct() { # before after -> percent
     awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        dt = y[2] - x[2]; printf "%.0f", dt > 0 ? 100 * (y[1] - x[1]) / dt : 0 }'
+        dt = y[2] - x[2]; printf "%.0f", (dt > 0 ? 100 * (y[1] - x[1]) / dt : 0) }'
+}
+# CPU time (user + system, in clock ticks) used so far by a process and its children
+# processes' own (not reaped) ticks: for nginx, pass the master's pid; its workers are
+# added. All threads of a process are included (portcullis's runtime and accept threads).
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+proc_ticks() { # pid -> ticks
+    local pid total=0 t
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        t=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || t=0
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
 }
 # wrk latency value with unit (us, ms, s, m) -> milliseconds.
 to_ms() {
@@ -296,20 +308,22 @@ to_ms() {
         printf "%.2f", n }'
 }
 
-# run_wrk label url -> sets R_RPS R_P50 R_P99 R_C0 R_C1; exits 1 on non-2xx/no requests.
+# run_wrk label url pid -> sets R_RPS R_P50 R_P99 R_C0 R_C1 R_US (CPU microseconds per
+# request used by process pid, the one serving url); exits 1 on non-2xx/no requests.
 run_wrk() {
-    local label=$1 url=$2 out before0 before1 non2xx sockerr
+    local label=$1 url=$2 pid=$3 out before0 before1 ticks0 non2xx sockerr requests
     "${LOAD_PIN[@]}" "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url" >"$TMP/warmup.out" 2>&1 \
         || { cat "$TMP/warmup.out" >&2; die "$label: wrk warm-up failed"; }
     if non2xx=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$TMP/warmup.out"); then
         die "$label: warm-up got ${non2xx#*: } non-2xx/3xx responses from $url"
     fi
     out=$TMP/$label.out
-    before0=$(cpu_ticks "$PROXY_CPU"); before1=$(cpu_ticks "$LOAD_CPU")
+    before0=$(cpu_ticks "$PROXY_CPU"); before1=$(cpu_ticks "$LOAD_CPU"); ticks0=$(proc_ticks "$pid")
     "${LOAD_PIN[@]}" "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out" 2>&1 \
         || { cat "$out" >&2; die "$label: wrk failed"; }
     R_C0=$(busy_pct "$before0" "$(cpu_ticks "$PROXY_CPU")")
     R_C1=$(busy_pct "$before1" "$(cpu_ticks "$LOAD_CPU")")
+    ticks0=$(($(proc_ticks "$pid") - ticks0))
     if non2xx=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$out"); then
         cat "$out" >&2
         die "$label: ${non2xx#*: } non-2xx/3xx responses from $url"
@@ -321,17 +335,20 @@ run_wrk() {
     R_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
     R_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
     [[ -n $R_RPS && $R_P50 != "?" && $R_P99 != "?" ]] || { cat "$out" >&2; die "$label: cannot parse wrk output"; }
-    awk -v r="$R_RPS" 'BEGIN { exit !(r > 0) }' || { cat "$out" >&2; die "$label: no requests completed"; }
+    requests=$(awk '/ requests in / { print $1 }' "$out")
+    ((${requests:-0} > 0)) || { cat "$out" >&2; die "$label: no requests completed"; }
+    R_US=$(awk -v t="$ticks0" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", 1e6 * t / hz / n }')
 }
 
-declare -A RPS P50 P99 C0 C1
+declare -A RPS P50 P99 C0 C1 US
 TARGETS=("upstream direct" "nginx proxy" "portcullis")
 URLS=("http://127.0.0.1:$UP_PORT/" "http://127.0.0.1:$NGX_PORT/" "http://127.0.0.1:$PC_PORT/")
+SERVERS=("$UP_PID" "$NGX_PID" "$PC_PID")
 for i in "${!TARGETS[@]}"; do
     t=${TARGETS[$i]}
     note "measuring $t (${WARMUP} warm-up + ${DURATION})"
-    run_wrk "${t// /-}" "${URLS[$i]}"
-    RPS[$t]=$R_RPS; P50[$t]=$R_P50; P99[$t]=$R_P99; C0[$t]=$R_C0; C1[$t]=$R_C1
+    run_wrk "${t// /-}" "${URLS[$i]}" "${SERVERS[$i]}"
+    RPS[$t]=$R_RPS; P50[$t]=$R_P50; P99[$t]=$R_P99; C0[$t]=$R_C0; C1[$t]=$R_C1; US[$t]=$R_US
 done
 
 # RSS after the run (the process is still up, its pools and buffers still allocated).
@@ -343,14 +360,21 @@ for pid in "$NGX_PID" $(pgrep -P "$NGX_PID" || true); do r=$(kb VmRSS "$pid"); N
 # ---------------------------------------------------------------- report
 echo
 if ((PIN)); then c0="core$PROXY_CPU%"; c1="core$LOAD_CPU%"; else c0="cpu$PROXY_CPU%"; c1="cpu$LOAD_CPU%"; fi
-printf '%-16s %10s %9s %9s   %6s %6s\n' target req/s "p50 ms" "p99 ms" "$c0" "$c1"
+printf '%-16s %10s %9s %9s   %10s %6s %6s\n' target req/s "p50 ms" "p99 ms" "cpu us/req" "$c0" "$c1"
 for t in "${TARGETS[@]}"; do
-    printf '%-16s %10.0f %9.2f %9.2f   %6s %6s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${C0[$t]}" "${C1[$t]}"
+    printf '%-16s %10.0f %9.2f %9.2f   %10s %6s %6s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
+        "${US[$t]}" "${C0[$t]}" "${C1[$t]}"
 done
+if ((PIN)) && ((C0["upstream direct"] > 15)); then
+    echo "warning: core $PROXY_CPU was ${C0[upstream direct]}% busy while no proxy was under load:" \
+        "other processes shared the proxy core, so these numbers are unreliable"
+fi
 awk -v pr="${RPS[portcullis]}" -v nr="${RPS[nginx proxy]}" \
     -v pp="${P99[portcullis]}" -v np="${P99[nginx proxy]}" 'BEGIN {
     tr = pr / nr; lr = (np > 0) ? pp / np : 0
     printf "ratio portcullis/nginx: throughput %.2fx (goal >= 0.90%s), p99 %.2fx (goal <= 1.50%s)\n",
-        tr, tr >= 0.90 ? ", met" : ", NOT met", lr, lr <= 1.50 ? ", met" : ", NOT met" }'
+        tr, (tr >= 0.90 ? ", met" : ", NOT met"), lr, (lr <= 1.50 ? ", met" : ", NOT met") }'
+awk -v p="${US[portcullis]}" -v n="${US[nginx proxy]}" 'BEGIN { if (n > 0)
+    printf "cpu per request portcullis/nginx: %.2fx (%s vs %s us; steadier than req/s on a busy machine)\n", p / n, p, n }'
 printf 'memory after the run: portcullis VmRSS %s kB (peak VmHWM %s kB); nginx proxy master+workers VmRSS %s kB\n' \
     "${PC_RSS:-?}" "${PC_HWM:-?}" "$NGX_RSS"

@@ -7,7 +7,7 @@
 
 /// Only bytes outside ASCII need encoding: `is_safe_relative_path` already refused
 /// controls and whitespace, and the rest of the path is kept as the client wrote it.
-const NON_ASCII: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS;
+const NON_ASCII: &percent_encoding::AsciiSet = percent_encoding::CONTROLS;
 
 /// Where a login or logout may return to.
 #[derive(Debug, Clone, Default)]

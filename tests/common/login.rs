@@ -17,6 +17,8 @@
 //! POST consent form           -> 303 /auth/<uid2> -> 303 gateway /oauth2/callback?code&state&iss
 //! GET /oauth2/callback        -> 302 /path + session cookie           [callback]
 //! GET /path                   -> upstream
+//! GET /oauth2/sign_out?rd=/x  -> 302 IdP /session/end?...              [idp_end_session]
+//! POST /session/end/confirm   -> 303 gateway /x
 //! ```
 
 use std::sync::Mutex;
@@ -53,7 +55,7 @@ pub struct Hop {
 }
 
 impl Hop {
-    /// A response header (first value) as a string.
+    /// A response header (first value) as a string; `None` if absent or not visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -65,8 +67,12 @@ impl Hop {
 
     /// The `Location` header exactly as sent.
     pub fn location_raw(&self) -> &str {
-        self.header("location")
-            .unwrap_or_else(|| panic!("{} {}: no Location header\n{self}", self.method, self.url))
+        self.header("location").unwrap_or_else(|| {
+            panic!(
+                "{} {}: no (visible-ASCII) Location header\n{self}",
+                self.method, self.url
+            )
+        })
     }
 
     /// Asserts a redirect and returns its target resolved against this request's URL.
@@ -446,6 +452,30 @@ impl Browser {
             IdpStep::Left(url) => url,
             IdpStep::Page(page) => panic!("cancel did not leave the IdP\n{page}"),
         }
+    }
+
+    /// RP-initiated logout at the IdP: loads `end_session_url`, confirms its logout form
+    /// (`xsrf` + `logout=yes`, what the page's script does in a browser) and returns where
+    /// the IdP sends the browser afterwards (the `post_logout_redirect_uri`, not loaded).
+    pub async fn idp_end_session(&self, end_session_url: &Url) -> Url {
+        let IdpStep::Page(page) = self.idp_open(end_session_url).await else {
+            panic!("the IdP did not show its logout page");
+        };
+        let form = HtmlForm::first_in(&page);
+        assert!(
+            form.field("xsrf").is_some(),
+            "no xsrf in the IdP's logout form\n{page}"
+        );
+        let mut fields = form.fields.clone();
+        set_field(&mut fields, "logout", "yes");
+        let confirmed = self
+            .send(
+                self.request(Method::POST, form.action.as_str())
+                    .header(ACCEPT, NAVIGATION_ACCEPT)
+                    .form(&fields),
+            )
+            .await;
+        confirmed.location()
     }
 
     /// The gateway's callback, as the browser would load it.

@@ -7,7 +7,9 @@
 //! - `GET /jwks` — one P-256 key (generated with rcgen at start);
 //! - `GET /authorize` — no login page: 302 straight back to `redirect_uri` with
 //!   `code`, `state`, `iss`;
-//! - `POST /token` — checks the code, the `redirect_uri` and the PKCE verifier (S256),
+//! - `POST /token` — checks the client authentication (with [`MockIdp::start_requiring`]:
+//!   exactly the one advertised method), the code, the `redirect_uri` and the PKCE
+//!   verifier (S256),
 //!   then returns an access token, a refresh token and an ES256 ID token (faulty as
 //!   configured); every response is recorded ([`MockIdp::issued`]).
 
@@ -82,6 +84,84 @@ impl EcKey {
     }
 }
 
+/// The one token endpoint client authentication method the mock advertises and accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_secret_basic`: credentials only in the `Authorization` header.
+    Basic { client_id: String, secret: String },
+    /// `client_secret_post`: credentials only in the form body.
+    Post { client_id: String, secret: String },
+    /// `none` (public client): `client_id` in the body, no secret anywhere.
+    None { client_id: String },
+}
+
+impl ClientAuth {
+    fn method(&self) -> &'static str {
+        match self {
+            ClientAuth::Basic { .. } => "client_secret_basic",
+            ClientAuth::Post { .. } => "client_secret_post",
+            ClientAuth::None { .. } => "none",
+        }
+    }
+
+    /// `Err(reason)` unless the token request authenticates exactly this way.
+    fn check(
+        &self,
+        authorization: Option<&str>,
+        p: &HashMap<String, String>,
+    ) -> Result<(), String> {
+        let body_id = p.get("client_id").map(String::as_str);
+        let body_secret = p.get("client_secret").map(String::as_str);
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let basic = authorization
+            .and_then(|h| h.strip_prefix("Basic "))
+            .map(|b64| {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap_or_default();
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let (id, secret) = text.split_once(':').unwrap_or((&text, ""));
+                (decode(id), decode(secret))
+            });
+        match self {
+            ClientAuth::Basic { client_id, secret } => {
+                if body_secret.is_some() {
+                    return Err("client_secret in the body".into());
+                }
+                match basic {
+                    Some((id, s)) if id == *client_id && s == *secret => Ok(()),
+                    Some(_) => Err("wrong Basic credentials".into()),
+                    None => Err("no Basic credentials".into()),
+                }
+            }
+            ClientAuth::Post { client_id, secret } => {
+                if authorization.is_some() {
+                    return Err("Authorization header sent to a client_secret_post client".into());
+                }
+                if body_id == Some(client_id.as_str()) && body_secret == Some(secret.as_str()) {
+                    Ok(())
+                } else {
+                    Err("client_id/client_secret missing or wrong in the body".into())
+                }
+            }
+            ClientAuth::None { client_id } => {
+                if authorization.is_some() || body_secret.is_some() {
+                    return Err("a public client must not send a secret".into());
+                }
+                if body_id == Some(client_id.as_str()) {
+                    Ok(())
+                } else {
+                    Err("client_id missing or wrong in the body".into())
+                }
+            }
+        }
+    }
+}
+
 struct Authorization {
     client_id: String,
     redirect_uri: String,
@@ -98,6 +178,9 @@ struct State {
     codes: Mutex<HashMap<String, Authorization>>,
     token_requests: AtomicUsize,
     issued: Mutex<Vec<IssuedTokens>>,
+    client_auth: Option<ClientAuth>,
+    /// Why token requests were refused, in order.
+    refusals: Mutex<Vec<String>>,
 }
 
 /// One successful token response, as sent.
@@ -116,7 +199,18 @@ pub struct MockIdp {
 }
 
 impl MockIdp {
+    /// Advertises `client_secret_basic` and `none` and accepts any client authentication.
     pub async fn start() -> Self {
+        Self::spawn(None).await
+    }
+
+    /// Advertises exactly `auth`'s method and refuses token requests that authenticate
+    /// any other way (`invalid_client`).
+    pub async fn start_requiring(auth: ClientAuth) -> Self {
+        Self::spawn(Some(auth)).await
+    }
+
+    async fn spawn(client_auth: Option<ClientAuth>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind mock IdP");
@@ -130,6 +224,8 @@ impl MockIdp {
             codes: Mutex::new(HashMap::new()),
             token_requests: AtomicUsize::new(0),
             issued: Mutex::new(Vec::new()),
+            client_auth,
+            refusals: Mutex::new(Vec::new()),
         });
         let accept_state = state.clone();
         let accept_task = tokio::spawn(async move {
@@ -166,6 +262,11 @@ impl MockIdp {
     /// `POST /token` requests so far (valid or not).
     pub fn token_requests(&self) -> usize {
         self.state.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Why token requests were refused so far.
+    pub fn refusals(&self) -> Vec<String> {
+        self.state.refusals.lock().unwrap().clone()
     }
 
     /// Every successful token response so far.
@@ -222,7 +323,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["ES256"],
                 "code_challenge_methods_supported": ["S256"],
-                "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+                "token_endpoint_auth_methods_supported": match &state.client_auth {
+                    Some(auth) => vec![auth.method()],
+                    None => vec!["client_secret_basic", "none"],
+                },
                 "authorization_response_iss_parameter_supported": true,
             }),
         ),
@@ -233,13 +337,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (Method::GET, "/authorize") => authorize(&state, req.uri().query().unwrap_or("")),
         (Method::POST, "/token") => {
             state.token_requests.fetch_add(1, Ordering::SeqCst);
+            let authorization = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let body = req
                 .into_body()
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            token(&state, &String::from_utf8_lossy(&body))
+            token(
+                &state,
+                authorization.as_deref(),
+                &String::from_utf8_lossy(&body),
+            )
         }
         _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
     };
@@ -278,9 +391,18 @@ fn authorize(state: &State, query: &str) -> Response<Body> {
         .unwrap()
 }
 
-fn token(state: &State, body: &str) -> Response<Body> {
+fn token(state: &State, authorization: Option<&str>, body: &str) -> Response<Body> {
     let p = params(body);
     let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+    if let Some(auth) = &state.client_auth {
+        if let Err(reason) = auth.check(authorization, &p) {
+            state.refusals.lock().unwrap().push(reason.clone());
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({ "error": "invalid_client", "error_description": reason }),
+            );
+        }
+    }
     if get("grant_type") != "authorization_code" {
         return oauth_error("unsupported_grant_type", "authorization_code only");
     }

@@ -17,6 +17,7 @@
 pub mod gateway;
 pub mod http;
 pub mod idp;
+pub mod lifecycle;
 pub mod login;
 pub mod mock_idp;
 pub mod process;
