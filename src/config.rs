@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub trust_forwarded_headers: bool,
     /// Hosts that `rd` and post-logout targets may name in absolute URLs.
     pub allowed_redirect_hosts: Vec<String>,
+    /// A separate listener for `/metrics` (else it is served on the main listener).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +241,7 @@ struct RawServer {
     max_uri_length: Option<usize>,
     trust_forwarded_headers: Option<bool>,
     allowed_redirect_hosts: Option<Vec<String>>,
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -565,6 +568,14 @@ impl RawServer {
             max_uri_length,
             trust_forwarded_headers: self.trust_forwarded_headers.unwrap_or(false),
             allowed_redirect_hosts: validate_redirect_hosts(self.allowed_redirect_hosts)?,
+            metrics_listen: self
+                .metrics_listen
+                .map(|m| {
+                    m.parse().map_err(|_| {
+                        ConfigError::new("server.metrics_listen", format!("{m:?} is not host:port"))
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -899,6 +910,9 @@ impl std::fmt::Display for Config {
         writeln!(f, "max_uri_length = {}", s.max_uri_length)?;
         writeln!(f, "trust_forwarded_headers = {}", s.trust_forwarded_headers)?;
         writeln!(f, "allowed_redirect_hosts = {:?}", s.allowed_redirect_hosts)?;
+        if let Some(m) = s.metrics_listen {
+            writeln!(f, "metrics_listen = \"{m}\"")?;
+        }
         writeln!(f, "\n[log]")?;
         let format = match self.log.format {
             LogFormat::Text => "text",

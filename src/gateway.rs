@@ -13,6 +13,7 @@ use crate::config::{Config, ForwardAuthConfig, PolicyConfig};
 use crate::endpoints::redirect::RedirectPolicy;
 use crate::endpoints::{self, page};
 use crate::errors::{Error, Kind};
+use crate::metrics::RouteMetrics;
 use crate::oidc::refresh::{Refreshed, Refresher};
 use crate::oidc::{http::IdpHttp, Oidc};
 use crate::policy::{self, Decision, Permit};
@@ -141,12 +142,17 @@ pub struct Gateway {
     max_uri_length: usize,
     trust_forwarded: bool,
     log_user: bool,
+    /// Serve `/metrics` here (false when `server.metrics_listen` has its own listener).
+    metrics_here: bool,
+    /// Counters for requests that are not routed: own endpoints, 404s.
+    own_metrics: RouteMetrics,
+    unrouted_metrics: RouteMetrics,
 }
 
-/// What the access log line needs to know about the request's fate.
-#[derive(Default)]
+/// What the access log line and the metrics need to know about the request's fate.
 struct AccessLog<'a> {
     route: &'a str,
+    metrics: &'a RouteMetrics,
     user: Option<String>,
 }
 
@@ -209,6 +215,9 @@ impl Gateway {
             max_uri_length: server.max_uri_length,
             trust_forwarded: server.trust_forwarded_headers,
             log_user: config.log.log_user,
+            metrics_here: server.metrics_listen.is_none(),
+            own_metrics: crate::metrics::get().route("gateway"),
+            unrouted_metrics: crate::metrics::get().route("none"),
         }
     }
 
@@ -227,7 +236,11 @@ impl Gateway {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let wants_html = wants_html(req.headers());
-        let mut log = AccessLog::default();
+        let mut log = AccessLog {
+            route: "",
+            metrics: &self.unrouted_metrics,
+            user: None,
+        };
         let info = RequestInfo {
             request_id: request_id.to_str().unwrap_or(""),
             conn,
@@ -237,6 +250,7 @@ impl Gateway {
             Err(e) => e.to_response(info.request_id, wants_html),
         };
         let status = resp.status().as_u16();
+        log.metrics.count(status);
         tracing::info!(
             method = %method,
             path = uri.path(),
@@ -268,7 +282,14 @@ impl Gateway {
         let path = normalize_path(uri.path());
 
         // 1. The gateway's own endpoints.
+        if matches!(path.as_ref(), "/healthz" | "/readyz" | "/metrics")
+            || path.starts_with("/oauth2/")
+        {
+            log.route = "gateway";
+            log.metrics = &self.own_metrics;
+        }
         match path.as_ref() {
+            "/metrics" if self.metrics_here => return Ok(self.metrics_response()),
             "/healthz" => return Ok(page::text_response(StatusCode::OK, "ok\n")),
             "/readyz" => {
                 return Ok(if self.is_ready().await {
@@ -278,7 +299,6 @@ impl Gateway {
                 });
             }
             p if p.starts_with("/oauth2/") => {
-                log.route = "oauth2";
                 let auth = self
                     .auth
                     .as_ref()
@@ -295,6 +315,7 @@ impl Gateway {
             .match_request(host, &path)
             .ok_or_else(|| Error::new(Kind::NotFound))?;
         log.route = &route.name;
+        log.metrics = &route.metrics;
 
         // 3–5. Who is asking, and may they pass?
         let permit = match self.authorize(route, &req, &path, log).await? {
@@ -308,7 +329,9 @@ impl Gateway {
         }
 
         // 7. Forward.
-        self.upstream
+        let sent = Instant::now();
+        let result = self
+            .upstream
             .forward(
                 req,
                 &permit,
@@ -321,7 +344,9 @@ impl Gateway {
                     trust_forwarded: self.trust_forwarded,
                 },
             )
-            .await
+            .await;
+        route.metrics.observe_upstream(sent.elapsed());
+        result
     }
 }
 
@@ -399,6 +424,21 @@ enum Authorized {
 }
 
 impl Gateway {
+    /// `GET /metrics` in the Prometheus text format.
+    pub fn metrics_response(&self) -> Response<Body> {
+        let sessions = self
+            .auth
+            .as_ref()
+            .and_then(|a| a.sessions.store().entry_count());
+        let mut resp = page::text_response(StatusCode::OK, "");
+        *resp.body_mut() = crate::proxy::full(crate::metrics::get().render(sessions));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        resp
+    }
+
     /// Turns a decision into a permit or the answer for the client; a denial is logged
     /// as an audit event.
     fn allow<B>(

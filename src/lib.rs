@@ -7,6 +7,7 @@ pub mod demo;
 pub mod endpoints;
 pub mod errors;
 pub mod gateway;
+pub mod metrics;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;
@@ -43,6 +44,23 @@ pub async fn serve_on(
     config: Config,
 ) -> Result<(), errors::BoxError> {
     let gateway = Arc::new(gateway::Gateway::new(&config));
+    if let Some(addr) = config.server.metrics_listen {
+        let metrics_listener = server::bind(addr)
+            .await
+            .map_err(|e| format!("server.metrics_listen: cannot listen on {addr}: {e}"))?;
+        let gw = gateway.clone();
+        server::spawn_plain(metrics_listener, move |req| {
+            let gw = gw.clone();
+            async move {
+                if req.uri().path() == "/metrics" {
+                    gw.metrics_response()
+                } else {
+                    endpoints::page::text_response(http::StatusCode::NOT_FOUND, "not found\n")
+                }
+            }
+        });
+        tracing::info!(metrics_listen = %addr, "serving /metrics");
+    }
     tracing::info!(
         listen = %listener.local_addr()?,
         public_url = %config.server.public_url,

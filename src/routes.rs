@@ -12,6 +12,7 @@ use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 
 use crate::config::{PolicyConfig, RouteConfig};
+use crate::metrics::RouteMetrics;
 
 /// Where a route sends its requests.
 #[derive(Debug)]
@@ -45,6 +46,7 @@ pub struct Route {
     pub policy: PolicyConfig,
     pub skip_auth_paths: Vec<regex::Regex>,
     pub methods: Vec<http::Method>,
+    pub metrics: RouteMetrics,
 }
 
 /// All routes in file order; the first match wins.
@@ -99,8 +101,10 @@ impl Route {
             .unwrap_or_else(|_| Authority::from_static("invalid.upstream"));
         let host_header = HeaderValue::from_str(&authority_text)
             .unwrap_or_else(|_| HeaderValue::from_static("invalid.upstream"));
+        let name = format!("route[{index}]");
         Route {
-            name: format!("route[{index}]"),
+            metrics: crate::metrics::get().route(&name),
+            name,
             host,
             prefix: c.path.clone(),
             upstream: UpstreamTarget {

@@ -7,21 +7,16 @@ mod dashboard;
 mod idp;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::Request;
 use tokio::net::TcpListener;
 
 use crate::config::{CliOverrides, Config};
 use crate::errors::BoxError;
-use crate::proxy::Body;
 
 /// Largest form body the demo provider reads.
 const MAX_FORM: usize = 64 * 1024;
@@ -53,8 +48,8 @@ pub async fn run(listen: SocketAddr, overrides: &CliOverrides) -> Result<(), Box
         format!("{public_url}/oauth2/callback"),
     )?;
     let dashboard_addr = dashboard_listener.local_addr()?;
-    spawn_server(idp_listener, move |req| provider.clone().handle(req));
-    spawn_server(
+    crate::server::spawn_plain(idp_listener, move |req| provider.clone().handle(req));
+    crate::server::spawn_plain(
         dashboard_listener,
         |req| async move { dashboard::handle(&req) },
     );
@@ -85,31 +80,6 @@ upstream = "http://{dashboard}"
         "It sends you to a built-in identity provider ({issuer}), where any name signs in, then shows the dashboard behind the gateway with what it received. Ctrl-C stops it.\n"
     );
     crate::serve_on(gateway_listener, config).await
-}
-
-/// A plain HTTP/1.1 + h2c server for the demo's helpers.
-fn spawn_server<F, Fut>(listener: TcpListener, handler: F)
-where
-    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let fut = handler(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
 }
 
 fn random_secret() -> String {

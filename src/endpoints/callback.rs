@@ -26,6 +26,7 @@ pub async fn handle(
     let mut resp = match complete(auth, req, &params, state.as_deref()).await {
         Ok(resp) => resp,
         Err(e) => {
+            crate::metrics::get().login("failed", failure_reason(&e));
             tracing::info!(event = "login_failed", request_id = info.request_id, reason = %e, "login failed");
             e.to_response(info.request_id, true)
         }
@@ -39,6 +40,16 @@ pub async fn handle(
         header::HeaderValue::from_static("no-referrer"),
     );
     resp
+}
+
+/// A fixed label for the metrics (never error text).
+fn failure_reason(e: &Error) -> &'static str {
+    match e.kind {
+        Kind::BadRequest(_) => "invalid_callback",
+        Kind::Idp(_) => "idp_failure",
+        Kind::NotReady => "not_ready",
+        _ => "internal",
+    }
 }
 
 async fn complete(
@@ -94,6 +105,7 @@ async fn complete(
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
             .take(64)
             .collect();
+        crate::metrics::get().login("failed", "idp_error_response");
         tracing::info!(event = "login_failed", idp_error = %code, "identity provider returned an error");
         let message = format!(
             "The identity provider did not sign you in (error: {code}). You can try again."
@@ -140,6 +152,7 @@ async fn complete(
         .create(&session)
         .await
         .map_err(|e| Error::with_source(Kind::Internal, e))?;
+    crate::metrics::get().login("completed", "ok");
     tracing::info!(event = "login", sub = %session.sub, "login completed");
     let mut resp = page::redirect(&return_to);
     resp.headers_mut().append(header::SET_COOKIE, set_cookie);

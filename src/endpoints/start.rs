@@ -21,6 +21,7 @@ pub fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Er
         .login_cookies
         .seal(&pending.state, payload)
         .ok_or_else(|| Error::with_source(Kind::Internal, "sealing the login cookie failed"))?;
+    crate::metrics::get().login("started", "ok");
     let mut resp = page::redirect(authorize_url.as_str());
     resp.headers_mut().append(header::SET_COOKIE, set_cookie);
     Ok(resp)

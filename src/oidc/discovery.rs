@@ -37,7 +37,9 @@ pub async fn discover(http: &IdpHttp, issuer: &Url) -> Result<Metadata, Error> {
     let issuer_text = issuer.as_str().trim_end_matches('/');
     let url = Url::parse(&format!("{issuer_text}/.well-known/openid-configuration"))
         .map_err(|e| Error::with_source(Kind::Idp("bad issuer URL"), e))?;
-    let meta: Metadata = http.get_json(&url, "OIDC discovery failed").await?;
+    let meta: Metadata = http
+        .get_json(&url, "discovery", "OIDC discovery failed")
+        .await?;
     if meta.issuer.trim_end_matches('/') != issuer_text {
         return Err(Error::with_source(
             Kind::Idp("OIDC discovery failed"),

@@ -27,13 +27,14 @@ impl IdpHttp {
     pub async fn get_json<T: DeserializeOwned>(
         &self,
         url: &Url,
+        endpoint: &'static str,
         what: &'static str,
     ) -> Result<T, Error> {
         let req = http::Request::get(url.as_str())
             .header(http::header::ACCEPT, "application/json")
             .body(proxy::empty())
             .map_err(|e| Error::with_source(Kind::Idp(what), e))?;
-        let resp = self.execute_request(req).await?;
+        let resp = self.execute_request(req, endpoint).await?;
         if !resp.status().is_success() {
             return Err(Error::with_source(
                 Kind::Idp(what),
@@ -44,6 +45,17 @@ impl IdpHttp {
     }
 
     async fn execute_request(
+        &self,
+        req: http::Request<proxy::Body>,
+        endpoint: &'static str,
+    ) -> Result<http::Response<Bytes>, Error> {
+        let started = std::time::Instant::now();
+        let result = self.execute_timed(req).await;
+        crate::metrics::get().idp_call(endpoint, started.elapsed());
+        result
+    }
+
+    async fn execute_timed(
         &self,
         req: http::Request<proxy::Body>,
     ) -> Result<http::Response<Bytes>, Error> {
@@ -67,8 +79,14 @@ impl IdpHttp {
     /// Executes a request built by the `oauth2` crate.
     pub async fn execute(&self, req: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, Error> {
         let (parts, body) = req.into_parts();
+        // The oauth2 crate calls the token endpoint (a grant) or the revocation endpoint.
+        let endpoint = if body.windows(11).any(|w| w == b"grant_type=") {
+            "token"
+        } else {
+            "revocation"
+        };
         let req = http::Request::from_parts(parts, proxy::full(body));
-        let resp = self.execute_request(req).await?;
+        let resp = self.execute_request(req, endpoint).await?;
         Ok(resp.map(|b| b.to_vec()))
     }
 }

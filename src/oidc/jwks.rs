@@ -24,7 +24,9 @@ pub struct Jwks {
 
 impl Jwks {
     pub async fn load(http: IdpHttp, uri: Url) -> Result<Self, Error> {
-        let keys: JwkSet = http.get_json(&uri, "fetching the JWKS failed").await?;
+        let keys: JwkSet = http
+            .get_json(&uri, "jwks", "fetching the JWKS failed")
+            .await?;
         Ok(Jwks {
             http,
             uri,
@@ -55,7 +57,7 @@ impl Jwks {
                 *last = Instant::now();
                 let fresh: JwkSet = self
                     .http
-                    .get_json(&self.uri, "fetching the JWKS failed")
+                    .get_json(&self.uri, "jwks", "fetching the JWKS failed")
                     .await?;
                 match self.keys.write() {
                     Ok(mut k) => *k = Arc::new(fresh),

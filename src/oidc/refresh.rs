@@ -75,7 +75,9 @@ impl Refresher {
             .unwrap_or([0; 32]);
         self.outcomes
             .get_with(key, async {
-                let outcome = match client.refresh(&loaded.session).await {
+                let result = client.refresh(&loaded.session).await;
+                crate::metrics::get().refresh(result.is_ok());
+                let outcome = match result {
                     Ok(session) => match sessions.save(&loaded.id, &session).await {
                         Ok(()) => Refreshed::Fresh(Box::new(session)),
                         Err(e) => {

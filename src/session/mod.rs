@@ -22,6 +22,14 @@ pub use model::Session;
 use model::{now, now_ms, UnixTime};
 use store::{SessionStore, StoreError};
 
+/// Counts a store failure in the metrics and passes the result on.
+fn counted<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
+    if result.is_err() {
+        crate::metrics::get().store_error();
+    }
+    result
+}
+
 const SECURE_NAME: &str = "__Host-portcullis";
 const PLAIN_NAME: &str = "portcullis";
 
@@ -83,7 +91,7 @@ impl Sessions {
             let Some(key) = self.keyring.store_key(index, &id) else {
                 continue;
             };
-            let Some(sealed) = self.store.get(&key).await? else {
+            let Some(sealed) = counted(self.store.get(&key).await)? else {
                 continue;
             };
             let Some(session) = self
@@ -95,7 +103,7 @@ impl Sessions {
             };
             let now = now();
             if self.expired(&session, now) || self.ended_by_logout(&session) {
-                self.store.delete(&key).await?;
+                counted(self.store.delete(&key).await)?;
                 return Ok(None);
             }
             let mut loaded = LoadedSession { id, session };
@@ -105,7 +113,7 @@ impl Sessions {
                 loaded.session.last_seen = now;
                 self.save(&loaded.id, &loaded.session).await?;
                 if index > 0 {
-                    self.store.delete(&key).await?;
+                    counted(self.store.delete(&key).await)?;
                 }
             }
             return Ok(Some(loaded));
@@ -141,7 +149,7 @@ impl Sessions {
         let absolute_left =
             (session.created_at + self.absolute_timeout.as_secs()).saturating_sub(now);
         let ttl = Duration::from_secs(absolute_left.min(self.idle_timeout.as_secs()).max(1));
-        self.store.put(key, Arc::from(sealed), ttl).await
+        counted(self.store.put(key, Arc::from(sealed), ttl).await)
     }
 
     /// Ends every session of a subject and/or an IdP session id that started before now
@@ -186,7 +194,7 @@ impl Sessions {
     pub async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         for index in 0..self.keyring.len() {
             if let Some(key) = self.keyring.store_key(index, id) {
-                self.store.delete(&key).await?;
+                counted(self.store.delete(&key).await)?;
             }
         }
         Ok(())
