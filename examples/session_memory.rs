@@ -95,7 +95,7 @@ async fn main() {
     }
     // Let moka apply its pending writes so the count and memory are settled.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let held = store.entry_count().unwrap_or(0);
+    let held = store.entry_count().await.unwrap_or(0);
     let after = rss_bytes();
     let per_session = after.saturating_sub(before) as f64 / count as f64;
     println!("sessions created:        {count}");

@@ -289,7 +289,7 @@ impl Gateway {
             log.metrics = &self.own_metrics;
         }
         match path.as_ref() {
-            "/metrics" if self.metrics_here => return Ok(self.metrics_response()),
+            "/metrics" if self.metrics_here => return Ok(self.metrics_response().await),
             "/healthz" => return Ok(page::text_response(StatusCode::OK, "ok\n")),
             "/readyz" => {
                 return Ok(if self.is_ready().await {
@@ -425,11 +425,11 @@ enum Authorized {
 
 impl Gateway {
     /// `GET /metrics` in the Prometheus text format.
-    pub fn metrics_response(&self) -> Response<Body> {
-        let sessions = self
-            .auth
-            .as_ref()
-            .and_then(|a| a.sessions.store().entry_count());
+    pub async fn metrics_response(&self) -> Response<Body> {
+        let sessions = match &self.auth {
+            Some(a) => a.sessions.store().entry_count().await,
+            None => None,
+        };
         let mut resp = page::text_response(StatusCode::OK, "");
         *resp.body_mut() = crate::proxy::full(crate::metrics::get().render(sessions));
         resp.headers_mut().insert(

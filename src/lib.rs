@@ -53,7 +53,7 @@ pub async fn serve_on(
             let gw = gw.clone();
             async move {
                 if req.uri().path() == "/metrics" {
-                    gw.metrics_response()
+                    gw.metrics_response().await
                 } else {
                     endpoints::page::text_response(http::StatusCode::NOT_FOUND, "not found\n")
                 }

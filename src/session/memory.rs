@@ -84,8 +84,13 @@ impl SessionStore for MemoryStore {
         async { Ok(()) }.boxed()
     }
 
-    fn entry_count(&self) -> Option<u64> {
-        Some(self.cache.entry_count())
+    fn entry_count(&self) -> BoxFuture<'_, Option<u64>> {
+        async {
+            // moka counts lazily; settle pending inserts and evictions first.
+            self.cache.run_pending_tasks().await;
+            Some(self.cache.entry_count())
+        }
+        .boxed()
     }
 }
 

@@ -26,5 +26,5 @@ pub trait SessionStore: Send + Sync {
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Entries held, where the backend knows (memory store), for metrics.
-    fn entry_count(&self) -> Option<u64>;
+    fn entry_count(&self) -> BoxFuture<'_, Option<u64>>;
 }
