@@ -449,6 +449,14 @@ impl RawConfig {
                 ));
             }
         }
+        if let Some(o) = &oidc {
+            if o.api_audience.as_deref() == Some(o.client_id.as_str()) {
+                return Err(ConfigError::new(
+                    "oidc.api_audience",
+                    "must differ from oidc.client_id (else ID tokens would pass as API tokens)",
+                ));
+            }
+        }
         if let Some(i) = routes.iter().position(|r| r.accept_bearer) {
             if oidc.as_ref().is_none_or(|o| o.api_audience.is_none()) {
                 return Err(ConfigError::new(

@@ -63,6 +63,13 @@ impl Auth {
             .is_fresh()
     }
 
+    /// Replaces the session secrets (SIGHUP): the first seals, all open.
+    pub fn reload_secrets(&self, secrets: &[crate::secret::Secret]) {
+        let keyring = Arc::new(Keyring::new(secrets));
+        self.login_cookies.set_keyring(&keyring);
+        self.sessions.set_keyring(keyring);
+    }
+
     /// The request's session, refreshed if its access token is about to expire
     /// (single-flight per session). `ended` says a refresh found the session over.
     pub async fn current_session(&self, headers: &HeaderMap) -> Result<CurrentSession, Error> {
@@ -218,6 +225,18 @@ impl Gateway {
             metrics_here: server.metrics_listen.is_none(),
             own_metrics: crate::metrics::get().route("gateway"),
             unrouted_metrics: crate::metrics::get().route("none"),
+        }
+    }
+
+    /// Applies what can change without a restart: the session secrets. Returns false when
+    /// the new config has no session secrets to apply.
+    pub fn reload(&self, config: &Config) -> bool {
+        match (&self.auth, &config.session) {
+            (Some(auth), Some(session)) => {
+                auth.reload_secrets(&session.secrets);
+                true
+            }
+            _ => false,
         }
     }
 

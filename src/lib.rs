@@ -28,22 +28,62 @@ pub fn install_crypto_provider() {
 }
 
 /// Binds, serves until SIGTERM/SIGINT, drains. The config is already validated.
-pub async fn run(config: Config) -> Result<(), errors::BoxError> {
+pub async fn run(config: Config, reload: Option<Reloader>) -> Result<(), errors::BoxError> {
     let listener = server::bind(config.server.listen).await.map_err(|e| {
         format!(
             "server.listen: cannot listen on {}: {e}",
             config.server.listen
         )
     })?;
-    serve_on(listener, config).await
+    serve_on(listener, config, reload).await
 }
 
-/// Serves on an already bound listener (used by `run` and by `demo`).
+#[cfg(unix)]
+fn spawn_reload_on_sighup(gateway: Arc<gateway::Gateway>, reload: Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; secret reload disabled");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match reload() {
+                Ok(config) if gateway.reload(&config) => {
+                    tracing::info!(
+                        event = "reload",
+                        "session secrets reloaded (other changes need a restart)"
+                    );
+                }
+                Ok(_) => tracing::warn!(
+                    event = "reload",
+                    "reloaded config has no [session]; nothing applied"
+                ),
+                Err(e) => {
+                    tracing::error!(event = "reload", error = %e, "invalid configuration; keeping the running one")
+                }
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_reload_on_sighup(_gateway: Arc<gateway::Gateway>, _reload: Reloader) {}
+
+/// Re-reads the configuration (on SIGHUP).
+pub type Reloader = Arc<dyn Fn() -> Result<Config, config::ConfigError> + Send + Sync>;
+
+/// Serves on an already bound listener (used by `run` and by `demo`). With a `reload`,
+/// SIGHUP re-reads the config and applies the session secrets (for rotation without
+/// losing the in-memory sessions); other changes need a restart.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     config: Config,
+    reload: Option<Reloader>,
 ) -> Result<(), errors::BoxError> {
     let gateway = Arc::new(gateway::Gateway::new(&config));
+    if let Some(reload) = reload {
+        spawn_reload_on_sighup(gateway.clone(), reload);
+    }
     if let Some(addr) = config.server.metrics_listen {
         let metrics_listener = server::bind(addr)
             .await

@@ -138,7 +138,15 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(portcullis::run(config)) {
+    let reload_args = args.clone();
+    let reload: portcullis::Reloader = std::sync::Arc::new(move || {
+        let overrides = CliOverrides {
+            listen: reload_args.listen.clone(),
+            log_format: None,
+        };
+        Config::load(&reload_args.config, &overrides)
+    });
+    match runtime.block_on(portcullis::run(config, Some(reload))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portcullis: {e}");

@@ -79,7 +79,7 @@ upstream = "http://{dashboard}"
     println!(
         "It sends you to a built-in identity provider ({issuer}), where any name signs in, then shows the dashboard behind the gateway with what it received. Ctrl-C stops it.\n"
     );
-    crate::serve_on(gateway_listener, config).await
+    crate::serve_on(gateway_listener, config, None).await
 }
 
 fn random_secret() -> String {

@@ -40,8 +40,11 @@ pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body
         );
         return Ok(refused());
     }
-    auth.sessions
-        .end_all(subject.sub.as_deref(), subject.sid.as_deref());
+    // §2.4: with a `sid`, only that IdP session ends; without, every session of the `sub`.
+    match subject.sid.as_deref() {
+        Some(sid) => auth.sessions.end_all(None, Some(sid)),
+        None => auth.sessions.end_all(subject.sub.as_deref(), None),
+    }
     tracing::info!(
         event = "backchannel_logout",
         sub = subject.sub.as_deref(),

@@ -44,6 +44,15 @@ impl IdpHttp {
         serde_json::from_slice(resp.body()).map_err(|e| Error::with_source(Kind::Idp(what), e))
     }
 
+    /// Sends a request the gateway built itself (e.g. RFC 7009 revocation).
+    pub async fn send(
+        &self,
+        req: http::Request<proxy::Body>,
+        endpoint: &'static str,
+    ) -> Result<http::Response<Bytes>, Error> {
+        self.execute_request(req, endpoint).await
+    }
+
     async fn execute_request(
         &self,
         req: http::Request<proxy::Body>,

@@ -2,8 +2,8 @@
 //! logout URL (OpenID Connect RP-Initiated Logout 1.0 §2), and validation of back-channel
 //! logout tokens (OpenID Connect Back-Channel Logout 1.0 §2.6).
 
+use base64::Engine;
 use jsonwebtoken::Validation;
-use oauth2::{RefreshToken, StandardRevocableToken};
 use serde::Deserialize;
 use url::Url;
 
@@ -38,16 +38,69 @@ fn invalid(reason: &'static str) -> Error {
 impl OidcClient {
     /// Revokes the refresh token at the IdP, when it has a revocation endpoint. Best effort:
     /// the session is already gone on our side, so a failure is logged, not shown.
+    ///
+    /// Built here rather than with the `oauth2` crate, which refuses non-https revocation
+    /// endpoints outright (loopback IdPs in development and tests are plain http).
     pub async fn revoke_refresh_token(&self, token: &Secret) {
-        let token =
-            StandardRevocableToken::RefreshToken(RefreshToken::new(token.expose().to_string()));
-        let request = match self.oauth.revoke_token(token) {
-            Ok(r) => r,
-            Err(_) => return, // no revocation endpoint advertised
+        let Some(endpoint) = &self.metadata.revocation_endpoint else {
+            tracing::debug!("the IdP advertises no revocation endpoint; refresh token not revoked");
+            return;
         };
-        if let Err(e) = request.request_async(&self.http).await {
-            tracing::warn!(error = %e, "revoking the refresh token at the IdP failed");
+        let request = match self.revocation_request(endpoint, token) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "building the revocation request failed");
+                return;
+            }
+        };
+        match self.http.send(request, "revocation").await {
+            Ok(resp) if resp.status().is_success() => {
+                tracing::debug!("refresh token revoked at the IdP");
+            }
+            Ok(resp) => tracing::warn!(
+                status = resp.status().as_u16(),
+                "the IdP refused to revoke the refresh token"
+            ),
+            Err(e) => tracing::warn!(error = %e, "revoking the refresh token at the IdP failed"),
         }
+    }
+
+    fn revocation_request(
+        &self,
+        endpoint: &Url,
+        token: &Secret,
+    ) -> Result<http::Request<crate::proxy::Body>, http::Error> {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("token", token.expose())
+            .append_pair("token_type_hint", "refresh_token");
+        let mut request = http::Request::post(endpoint.as_str())
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json");
+        // Client authentication as at the token endpoint (RFC 7009 §2.1, RFC 6749 §2.3.1).
+        match (&self.client_secret, self.auth_in_body) {
+            (Some(secret), false) => {
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    enc(&self.client_id),
+                    enc(secret.expose())
+                ));
+                request = request.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
+            }
+            (Some(secret), true) => {
+                form.append_pair("client_id", &self.client_id)
+                    .append_pair("client_secret", secret.expose());
+            }
+            (None, _) => {
+                form.append_pair("client_id", &self.client_id);
+            }
+        }
+        request.body(crate::proxy::full(form.finish()))
     }
 
     /// The IdP's `end_session_endpoint` with `id_token_hint`, `client_id` and

@@ -20,9 +20,8 @@ use oauth2::basic::{
     BasicTokenType,
 };
 use oauth2::{
-    AuthType, AuthUrl, ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    ExtraTokenFields, RedirectUrl, RevocationUrl, Scope, StandardRevocableToken,
-    StandardTokenResponse, TokenUrl,
+    AuthType, AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, ExtraTokenFields,
+    RedirectUrl, Scope, StandardRevocableToken, StandardTokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -30,6 +29,7 @@ use url::Url;
 
 use crate::config::{OidcConfig, TokenAuthMethod};
 use crate::errors::{Error, Kind};
+use crate::secret::Secret;
 use discovery::Metadata;
 use http::IdpHttp;
 use jwks::Jwks;
@@ -53,7 +53,7 @@ type OAuthClient = oauth2::Client<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
-    EndpointMaybeSet,
+    EndpointNotSet,
     EndpointSet,
 >;
 
@@ -69,6 +69,9 @@ pub struct OidcClient {
     groups_claim: String,
     api_audience: Option<String>,
     policy_claims: Vec<String>,
+    /// For requests built without the `oauth2` crate (revocation).
+    client_secret: Option<Secret>,
+    auth_in_body: bool,
 }
 
 impl OidcClient {
@@ -84,13 +87,8 @@ impl OidcClient {
         let mut oauth = oauth2::Client::new(ClientId::new(cfg.client_id.clone()))
             .set_auth_uri(AuthUrl::from_url(metadata.authorization_endpoint.clone()))
             .set_token_uri(TokenUrl::from_url(metadata.token_endpoint.clone()))
-            .set_redirect_uri(RedirectUrl::new(redirect_uri.to_string()).map_err(bad)?)
-            .set_revocation_url_option(
-                metadata
-                    .revocation_endpoint
-                    .clone()
-                    .map(RevocationUrl::from_url),
-            );
+            .set_redirect_uri(RedirectUrl::new(redirect_uri.to_string()).map_err(bad)?);
+        let mut auth_in_body = false;
         if let Some(secret) = &cfg.client_secret {
             oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().to_string()));
             // RFC 8414 §2: the default is client_secret_basic; use post only if basic is
@@ -103,6 +101,7 @@ impl OidcClient {
                 Some(TokenAuthMethod::ClientSecretBasic) => false,
                 None => !basic && post,
             };
+            auth_in_body = use_post;
             oauth = oauth.set_auth_type(if use_post {
                 AuthType::RequestBody
             } else {
@@ -128,6 +127,8 @@ impl OidcClient {
             groups_claim: cfg.groups_claim.clone(),
             api_audience: cfg.api_audience.clone(),
             policy_claims: cfg.policy_claims.clone(),
+            client_secret: cfg.client_secret.clone(),
+            auth_in_body,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! (AES-256-GCM, the cookie name bound as associated data) under keys derived from
 //! `session.secret`; the first seals, all open.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cookie::{Cookie, CookieJar, Key, SameSite};
@@ -16,24 +17,34 @@ use super::find_cookie;
 const STATE_CHARS_IN_NAME: usize = 16;
 
 pub struct LoginCookies {
-    keys: Vec<Key>,
+    /// Swapped whole on a secret reload.
+    keys: RwLock<Arc<Vec<Key>>>,
     secure: bool,
     max_age: Duration,
 }
 
 impl LoginCookies {
     pub fn new(keyring: &Keyring, secure: bool, max_age: Duration) -> Self {
-        let keys = (0..keyring.len())
-            .filter_map(|i| {
-                let mut material = [0u8; 64];
-                keyring.derive(i, b"login cookie", &mut material)?;
-                Some(Key::from(&material))
-            })
-            .collect();
         LoginCookies {
-            keys,
+            keys: RwLock::new(Arc::new(derive_keys(keyring))),
             secure,
             max_age,
+        }
+    }
+
+    /// Replaces the keys (SIGHUP reload).
+    pub fn set_keyring(&self, keyring: &Keyring) {
+        let keys = Arc::new(derive_keys(keyring));
+        match self.keys.write() {
+            Ok(mut k) => *k = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
+    fn keys(&self) -> Arc<Vec<Key>> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -67,7 +78,8 @@ impl LoginCookies {
 
     /// The `Set-Cookie` value holding `payload` sealed, bound to `state`.
     pub fn seal(&self, state: &str, payload: String) -> Option<HeaderValue> {
-        let key = self.keys.first()?;
+        let keys = self.keys();
+        let key = keys.first()?;
         let name = self.name_for(state);
         let mut jar = CookieJar::new();
         jar.private_mut(key)
@@ -82,7 +94,7 @@ impl LoginCookies {
         let value = find_cookie(headers, &name)?;
         let mut jar = CookieJar::new();
         jar.add_original(Cookie::new(name.clone(), value.to_string()));
-        self.keys
+        self.keys()
             .iter()
             .find_map(|key| jar.private(key).get(&name))
             .map(|c| c.value().to_string())
@@ -93,6 +105,16 @@ impl LoginCookies {
         let cookie = self.build(self.name_for(state), String::new(), Duration::ZERO);
         HeaderValue::from_str(&cookie.to_string()).ok()
     }
+}
+
+fn derive_keys(keyring: &Keyring) -> Vec<Key> {
+    (0..keyring.len())
+        .filter_map(|i| {
+            let mut material = [0u8; 64];
+            keyring.derive(i, b"login cookie", &mut material)?;
+            Some(Key::from(&material))
+        })
+        .collect()
 }
 
 #[cfg(test)]

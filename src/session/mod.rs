@@ -41,7 +41,8 @@ pub struct LoadedSession {
 }
 
 pub struct Sessions {
-    keyring: Arc<Keyring>,
+    /// Swapped whole on a secret reload (SIGHUP); readers take a cheap `Arc` clone.
+    keyring: RwLock<Arc<Keyring>>,
     store: Arc<dyn SessionStore>,
     secure: bool,
     idle_timeout: Duration,
@@ -57,7 +58,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(cfg: &SessionConfig, keyring: Arc<Keyring>, store: Arc<dyn SessionStore>) -> Self {
         Sessions {
-            keyring,
+            keyring: RwLock::new(keyring),
             store,
             secure: cfg.cookie_secure,
             idle_timeout: cfg.idle_timeout,
@@ -65,6 +66,22 @@ impl Sessions {
             touch_interval: (cfg.idle_timeout.as_secs() / 4).clamp(1, 60),
             ended: RwLock::new(HashMap::new()),
             any_ended: AtomicBool::new(false),
+        }
+    }
+
+    fn keyring(&self) -> Arc<Keyring> {
+        match self.keyring.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the secrets (SIGHUP reload). Sessions sealed under a secret still in the
+    /// list keep working and move to the first secret on their next write.
+    pub fn set_keyring(&self, keyring: Arc<Keyring>) {
+        match self.keyring.write() {
+            Ok(mut k) => *k = keyring,
+            Err(poisoned) => *poisoned.into_inner() = keyring,
         }
     }
 
@@ -87,15 +104,15 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        for index in 0..self.keyring.len() {
-            let Some(key) = self.keyring.store_key(index, &id) else {
+        let keyring = self.keyring();
+        for index in 0..keyring.len() {
+            let Some(key) = keyring.store_key(index, &id) else {
                 continue;
             };
             let Some(sealed) = counted(self.store.get(&key).await)? else {
                 continue;
             };
-            let Some(session) = self
-                .keyring
+            let Some(session) = keyring
                 .open(index, &id, &sealed)
                 .and_then(|plain| serde_json::from_slice::<Session>(&plain).ok())
             else {
@@ -137,12 +154,11 @@ impl Sessions {
     /// Writes the session back under the current secret.
     pub async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
         let plain = serde_json::to_vec(session).map_err(|e| StoreError(e.to_string()))?;
-        let sealed = self
-            .keyring
+        let keyring = self.keyring();
+        let sealed = keyring
             .seal(id, &plain)
             .ok_or_else(|| StoreError("sealing failed".into()))?;
-        let key = self
-            .keyring
+        let key = keyring
             .store_key(0, id)
             .ok_or_else(|| StoreError("no session secret".into()))?;
         let now = now();
@@ -192,8 +208,9 @@ impl Sessions {
 
     /// Deletes the session under every secret it could be stored with.
     pub async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        for index in 0..self.keyring.len() {
-            if let Some(key) = self.keyring.store_key(index, id) {
+        let keyring = self.keyring();
+        for index in 0..keyring.len() {
+            if let Some(key) = keyring.store_key(index, id) {
                 counted(self.store.delete(&key).await)?;
             }
         }

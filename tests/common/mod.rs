@@ -20,6 +20,7 @@ pub mod idp;
 pub mod lifecycle;
 pub mod login;
 pub mod mock_idp;
+pub mod nginx;
 pub mod process;
 pub mod tls;
 pub mod upstream;
