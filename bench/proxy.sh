@@ -23,6 +23,9 @@
 # (wrk + upstream) with no proxy in between. When a proxy's req/s approaches it, core 1
 # is the bottleneck, not the proxy; the busy% columns (per-core utilisation sampled
 # from /proc/stat during each measurement) show which core saturated.
+# "cpu us/req" is the CPU time (user + system, all threads) the server under test spent
+# per completed request: the upstream nginx for "upstream direct", the proxy otherwise.
+# It moves much less than req/s when other work shares the machine, so compare it too.
 # Both proxies get the same keep-alive treatment: keepalive_requests is raised in
 # every nginx so no side is forced to reconnect every 1000 requests (hyper has no such
 # limit). portcullis still does more per request than nginx here (X-Forwarded-*,
@@ -34,6 +37,7 @@
 #   PORTCULLIS_BIN       use this binary, skip `cargo build --release --locked`
 #   BENCH_DURATION=10s   measured run per target    BENCH_WARMUP=2s  warm-up per target
 #   BENCH_THREADS=2      wrk threads                BENCH_CONNECTIONS=64  wrk connections
+#   BENCH_ROUNDS=1       measure the three targets in turn this many times, report medians
 #   BENCH_UNPINNED=1     no CPU pinning             BENCH_PROXY_THREADS=1
 #   BENCH_PROXY_CPU=0    BENCH_LOAD_CPU=1           BENCH_KEEP_TMP=1  keep the temp dir
 #
@@ -43,12 +47,15 @@
 # Goals printed: portcullis throughput >= 0.90x nginx, p99 latency <= 1.50x nginx.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SELF=${BASH_SOURCE[0]}
+[[ $SELF == */* ]] && SELF_DIR=${SELF%/*} || SELF_DIR=.
+ROOT=$(cd "$SELF_DIR/.." && pwd)
 DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
 THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 PROXY_THREADS=${BENCH_PROXY_THREADS:-1}
+ROUNDS=${BENCH_ROUNDS:-1}
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 BODY="hello from upstream"
@@ -258,7 +265,7 @@ wait_body portcullis "$PC_PID" "http://127.0.0.1:$PC_PORT/" "$BODY" \
     || { show_log "$PC_LOG"; die "portcullis does not proxy to the upstream"; }
 
 # ---------------------------------------------------------------- setup report
-nginx_workers() { pgrep -P "$1" | tr '\n' ' '; }
+nginx_workers() { pgrep -P "$1" | paste -sd' ' -; }
 echo "== portcullis proxy benchmark"
 echo "binary       $BIN"
 echo "machine      $(nproc) CPUs online; load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -271,7 +278,7 @@ fi
 echo "upstream     nginx 127.0.0.1:$UP_PORT (pid $UP_PID, workers $(nginx_workers "$UP_PID"))"
 echo "nginx proxy  nginx 127.0.0.1:$NGX_PORT (pid $NGX_PID, workers $(nginx_workers "$NGX_PID")), keepalive 64 to upstream"
 echo "portcullis   127.0.0.1:$PC_PORT (pid $PC_PID), log filter warn"
-echo "load         wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP per target"
+echo "load         wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP per target, $ROUNDS round(s)"
 load1=$(cut -d' ' -f1 /proc/loadavg)
 if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
     echo "warning      load average $load1 before start: other work on this machine will skew the numbers"
@@ -340,15 +347,27 @@ run_wrk() {
     R_US=$(awk -v t="$ticks0" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", 1e6 * t / hz / n }')
 }
 
+# With BENCH_ROUNDS > 1 the three targets are measured in turn, round after round, and
+# each figure reported is the median over the rounds (drift on the machine hits all).
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 declare -A RPS P50 P99 C0 C1 US
 TARGETS=("upstream direct" "nginx proxy" "portcullis")
 URLS=("http://127.0.0.1:$UP_PORT/" "http://127.0.0.1:$NGX_PORT/" "http://127.0.0.1:$PC_PORT/")
 SERVERS=("$UP_PID" "$NGX_PID" "$PC_PID")
-for i in "${!TARGETS[@]}"; do
-    t=${TARGETS[$i]}
-    note "measuring $t (${WARMUP} warm-up + ${DURATION})"
-    run_wrk "${t// /-}" "${URLS[$i]}" "${SERVERS[$i]}"
-    RPS[$t]=$R_RPS; P50[$t]=$R_P50; P99[$t]=$R_P99; C0[$t]=$R_C0; C1[$t]=$R_C1; US[$t]=$R_US
+for ((round = 1; round <= ROUNDS; round++)); do
+    for i in "${!TARGETS[@]}"; do
+        t=${TARGETS[$i]}
+        note "round $round/$ROUNDS: measuring $t (${WARMUP} warm-up + ${DURATION})"
+        run_wrk "${t// /-}" "${URLS[$i]}" "${SERVERS[$i]}"
+        RPS[$t]+=" $R_RPS"; P50[$t]+=" $R_P50"; P99[$t]+=" $R_P99"
+        C0[$t]+=" $R_C0"; C1[$t]+=" $R_C1"; US[$t]+=" $R_US"
+    done
+done
+for t in "${TARGETS[@]}"; do
+    ((ROUNDS > 1)) && note "$t req/s per round:${RPS[$t]}"
+    RPS[$t]=$(median <<<"${RPS[$t]}"); P50[$t]=$(median <<<"${P50[$t]}"); P99[$t]=$(median <<<"${P99[$t]}")
+    C0[$t]=$(median <<<"${C0[$t]}"); C1[$t]=$(median <<<"${C1[$t]}"); US[$t]=$(median <<<"${US[$t]}")
 done
 
 # RSS after the run (the process is still up, its pools and buffers still allocated).
@@ -365,7 +384,7 @@ for t in "${TARGETS[@]}"; do
     printf '%-16s %10.0f %9.2f %9.2f   %10s %6s %6s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
         "${US[$t]}" "${C0[$t]}" "${C1[$t]}"
 done
-if ((PIN)) && ((C0["upstream direct"] > 15)); then
+if ((PIN)) && awk -v c="${C0[upstream direct]}" 'BEGIN { exit !(c > 15) }'; then
     echo "warning: core $PROXY_CPU was ${C0[upstream direct]}% busy while no proxy was under load:" \
         "other processes shared the proxy core, so these numbers are unreliable"
 fi

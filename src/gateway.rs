@@ -138,6 +138,8 @@ pub struct CurrentSession {
 /// Per-request facts shared with the endpoints.
 pub struct RequestInfo<'a> {
     pub request_id: &'a str,
+    /// The same id as a header value, for the upstream request.
+    pub request_id_header: &'a HeaderValue,
     pub conn: ClientConn,
 }
 
@@ -262,6 +264,7 @@ impl Gateway {
         };
         let info = RequestInfo {
             request_id: request_id.to_str().unwrap_or(""),
+            request_id_header: &request_id,
             conn,
         };
         let mut resp = match self.route_request(req, &uri, &info, &mut log).await {
@@ -280,7 +283,8 @@ impl Gateway {
             user = log.user.as_deref(),
             "request"
         );
-        resp.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+        resp.headers_mut()
+            .insert(headers::X_REQUEST_ID, info.request_id_header.clone());
         resp
     }
 
@@ -358,8 +362,7 @@ impl Gateway {
                     route,
                     normalized_path: &path,
                     conn: info.conn,
-                    request_id: &HeaderValue::from_str(info.request_id)
-                        .unwrap_or_else(|_| HeaderValue::from_static("")),
+                    request_id: info.request_id_header,
                     trust_forwarded: self.trust_forwarded,
                 },
             )
