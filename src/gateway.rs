@@ -385,7 +385,7 @@ impl Gateway {
     ) -> Result<Authorized, Error> {
         let method = req.method();
         let auth = match &self.auth {
-            Some(auth) if !policy::skips_auth(route, method, path) => auth,
+            Some(auth) if !policy::skips_auth(route, Some(method), path) => auth,
             _ => {
                 return Ok(self.allow(
                     policy::evaluate(route, method, path, None),

@@ -94,11 +94,16 @@ pub fn admits(policy: &PolicyConfig, id: &Identity<'_>) -> bool {
 
 /// Whether this request needs no login: a public route, or a `skip_auth_paths` /
 /// `methods` exception.
-pub fn skips_auth(route: &Route, method: &Method, path: &str) -> bool {
+/// An unknown method (`None`: a forward-auth check without `X-Forwarded-Method`) gets no
+/// method-bound exemption.
+pub fn skips_auth(route: &Route, method: Option<&Method>, path: &str) -> bool {
     if route.public {
         return true;
     }
-    let method_ok = route.methods.is_empty() || route.methods.contains(method);
+    let method_ok = match method {
+        Some(m) => route.methods.is_empty() || route.methods.contains(m),
+        None => route.methods.is_empty(),
+    };
     if route.skip_auth_paths.is_empty() {
         return !route.methods.is_empty() && method_ok;
     }
@@ -107,7 +112,7 @@ pub fn skips_auth(route: &Route, method: &Method, path: &str) -> bool {
 
 /// Decides for a route, request and the session (if any) that came with it.
 pub fn evaluate(route: &Route, method: &Method, path: &str, session: Option<&Session>) -> Decision {
-    if skips_auth(route, method, path) {
+    if skips_auth(route, Some(method), path) {
         return Decision::Allow(Permit { user: None });
     }
     let Some(session) = session else {

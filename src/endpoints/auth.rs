@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::page;
-use crate::errors::Error;
+use crate::errors::{Error, Kind};
 use crate::gateway::{forbidden, unauthorized, Auth, CurrentSession};
 use crate::policy::{self, Decision};
 use crate::proxy::{self, Body};
@@ -23,41 +23,76 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 
 /// The request the proxy in front is asking about.
+#[derive(Debug, PartialEq)]
 struct Original {
     host: Option<String>,
     path: String,
-    method: Method,
+    /// `None` when the proxy did not say (nginx's subrequest is always a GET).
+    method: Option<Method>,
 }
 
-fn original_request(headers: &HeaderMap) -> Original {
+/// Splits `scheme://host/path?query` (or `/path?query`) without a full URL parser, so a
+/// host nginx accepted but `url` would not (`[app`, `app|x`) cannot hide the path.
+fn split_original_url(value: &str) -> Option<(Option<String>, String)> {
+    let (host, rest) = match value.split_once("://") {
+        Some((_, after)) => {
+            let slash = after.find('/').unwrap_or(after.len());
+            (Some(after[..slash].to_string()), &after[slash..])
+        }
+        None if value.starts_with('/') => (None, value),
+        None => return None,
+    };
+    let path = rest.split(['?', '#']).next().unwrap_or("");
+    let path = if path.is_empty() { "/" } else { path };
+    Some((host.filter(|h| !h.is_empty()), path.to_string()))
+}
+
+/// Reads nginx's `X-Original-URL` or Traefik's `X-Forwarded-Host/Uri/Method`. Fails
+/// closed: no description, an unusable one, or two that disagree are refused rather than
+/// read as `/` (which a public catch-all route would let through).
+fn original_request(headers: &HeaderMap) -> Result<Original, Error> {
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let method = text(&X_FORWARDED_METHOD)
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(Method::GET);
-    if let Some(url) = text(&X_ORIGINAL_URL).and_then(|u| url::Url::parse(u).ok()) {
-        let host = url.host_str().map(|h| match url.port() {
-            Some(p) => format!("{h}:{p}"),
-            None => h.to_string(),
-        });
-        return Original {
-            host,
-            path: url.path().to_string(),
-            method,
-        };
-    }
-    let uri = text(&X_FORWARDED_URI).unwrap_or("/");
-    let path = uri.split(['?', '#']).next().unwrap_or("/");
-    Original {
-        host: text(&X_FORWARDED_HOST)
-            .or_else(|| text(&header::HOST))
-            .map(str::to_owned),
-        path: if path.starts_with('/') {
-            path.to_string()
-        } else {
-            "/".to_string()
+    let bad = |why: &'static str| Error::new(Kind::BadRequest(why));
+    let method = match headers.get(&X_FORWARDED_METHOD) {
+        None => None,
+        Some(v) => {
+            Some(Method::from_bytes(v.as_bytes()).map_err(|_| bad("unusable X-Forwarded-Method"))?)
+        }
+    };
+    let from_nginx = match headers.get(&X_ORIGINAL_URL) {
+        None => None,
+        Some(v) => {
+            let value = v.to_str().map_err(|_| bad("unusable X-Original-URL"))?;
+            Some(split_original_url(value).ok_or_else(|| bad("unusable X-Original-URL"))?)
+        }
+    };
+    let from_traefik = match text(&X_FORWARDED_URI) {
+        None => None,
+        Some(uri) => match split_original_url(uri) {
+            Some((_, path)) if uri.starts_with('/') => {
+                Some((text(&X_FORWARDED_HOST).map(str::to_owned), path))
+            }
+            _ => return Err(bad("unusable X-Forwarded-Uri")),
         },
-        method,
-    }
+    };
+    let (host, path) = match (from_nginx, from_traefik) {
+        (Some(n), Some(t)) => {
+            // A client can add one of these; the proxy sets the other. Agree or refuse.
+            let same_host = match (&n.0, &t.0) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => true,
+            };
+            if !same_host || normalize_path(&n.1) != normalize_path(&t.1) {
+                return Err(bad("X-Original-URL and X-Forwarded-Uri disagree"));
+            }
+            n
+        }
+        (Some(n), None) => n,
+        (None, Some(t)) => t,
+        (None, None) => return Err(bad("forward-auth needs X-Original-URL or X-Forwarded-Uri")),
+    };
+    let host = host.or_else(|| text(&header::HOST).map(str::to_owned));
+    Ok(Original { host, path, method })
 }
 
 pub async fn handle(
@@ -65,10 +100,10 @@ pub async fn handle(
     routes: &RouteTable,
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
-    let original = original_request(req.headers());
+    let original = original_request(req.headers())?;
     let path = normalize_path(&original.path);
     let route = routes.match_request(original.host.as_deref(), &path);
-    if route.is_some_and(|r| policy::skips_auth(r, &original.method, &path)) {
+    if route.is_some_and(|r| policy::skips_auth(r, original.method.as_ref(), &path)) {
         return Ok(accepted());
     }
     let policy = route.map_or(&auth.global_policy, |r| &r.policy);
@@ -109,27 +144,58 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
     #[test]
     fn nginx_and_traefik_headers_are_read() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            X_ORIGINAL_URL,
-            HeaderValue::from_static("https://app.test:8443/admin/x?y=1"),
-        );
-        let o = original_request(&h);
-        assert_eq!(
-            (o.host.as_deref(), o.path.as_str()),
-            (Some("app.test:8443"), "/admin/x")
-        );
-
-        let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("dash.test"));
-        h.insert(X_FORWARDED_URI, HeaderValue::from_static("/a/../admin?q"));
-        h.insert(X_FORWARDED_METHOD, HeaderValue::from_static("POST"));
-        let o = original_request(&h);
+        let o = original_request(&headers(&[(
+            "x-original-url",
+            "https://app.test:8443/admin/x?y=1",
+        )]))
+        .unwrap();
         assert_eq!(
             (o.host.as_deref(), o.path.as_str(), o.method),
-            (Some("dash.test"), "/a/../admin", Method::POST)
+            (Some("app.test:8443"), "/admin/x", None)
         );
+        let o = original_request(&headers(&[
+            ("x-forwarded-host", "dash.test"),
+            ("x-forwarded-uri", "/a/../admin?q"),
+            ("x-forwarded-method", "POST"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (o.host.as_deref(), o.path.as_str(), o.method),
+            (Some("dash.test"), "/a/../admin", Some(Method::POST))
+        );
+    }
+
+    #[test]
+    fn hosts_url_parsers_reject_still_yield_the_path() {
+        for url in [
+            "http://[app/admin/x",
+            "http://app|x/admin/x",
+            "http://app%/admin/x",
+        ] {
+            let h = HeaderMap::from_iter([(X_ORIGINAL_URL, HeaderValue::from_str(url).unwrap())]);
+            assert_eq!(original_request(&h).unwrap().path, "/admin/x", "{url}");
+        }
+    }
+
+    #[test]
+    fn missing_or_conflicting_descriptions_are_refused() {
+        assert!(original_request(&HeaderMap::new()).is_err());
+        assert!(original_request(&headers(&[("x-original-url", "admin")])).is_err());
+        assert!(original_request(&headers(&[
+            ("x-original-url", "http://app.test/"),
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-uri", "/admin/x"),
+        ]))
+        .is_err());
     }
 }
