@@ -326,6 +326,8 @@ impl Config {
                     .list_separator(",")
                     .with_list_parse_key("oidc.scopes")
                     .with_list_parse_key("server.allowed_redirect_hosts")
+                    // PORTCULLIS__SESSION__SECRET=new,old rotates like a TOML list.
+                    .with_list_parse_key("session.secret")
                     .try_parsing(true),
             )
             .build()

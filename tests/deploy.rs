@@ -1,0 +1,828 @@
+//! Deployment artifacts: the Kubernetes manifests in `deploy/` and the `Dockerfile`.
+//!
+//! Each kustomize overlay is rendered with `kubectl kustomize`, validated against the
+//! Kubernetes JSON schemas (`kubernetes-validate`), and checked for the shape
+//! `deploy/README.md` describes; the portcullis.toml in its ConfigMap must pass
+//! `portcullis check-config` with the environment the pod gives it. The Dockerfile is
+//! parsed: it must build with CI's command and run the binary it copied, as non-root, with
+//! the documented config path. No image is built here.
+//!
+//! Needs `kubectl` (built-in kustomize) and `python3` with PyYAML (to read the rendered
+//! YAML). `kubernetes-validate` (`pip install kubernetes-validate==1.37.0`) is required
+//! when CI=true and skipped with a note otherwise.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine;
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The build command of the README, bench/ and CI; the Dockerfile must use exactly it.
+const CI_BUILD: &str = "cargo build --release --locked";
+/// Where the binary looks for its config by default (and where the image's CMD points).
+const CONFIG_PATH: &str = "/etc/portcullis/portcullis.toml";
+/// Kubernetes versions whose schemas the rendered manifests must satisfy.
+const K8S_VERSIONS: [&str; 2] = ["1.29.0", "1.37.0"];
+/// The gateway's port (server.listen) and the sidecar app's loopback address.
+const GATEWAY_PORT: i64 = 4180;
+const APP_ADDR: &str = "127.0.0.1:8080";
+
+// ---------------------------------------------------------------------------------------
+// Sidecar shape
+
+#[test]
+fn sidecar_overlay_is_one_pod_with_the_app_behind_portcullis() {
+    let docs = Rendered::new("sidecar");
+
+    let deployments = docs.all("Deployment");
+    assert_eq!(deployments.len(), 1, "sidecar: exactly one Deployment");
+    let deployment = deployments[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let containers = array(&pod["containers"]);
+    assert_eq!(
+        containers.len(),
+        2,
+        "sidecar: the pod runs two containers (the app and portcullis)"
+    );
+    let app = containers
+        .iter()
+        .find(|c| c["name"] != "portcullis")
+        .expect("the app container");
+
+    // The app listens on the pod's loopback only and publishes no port.
+    assert_eq!(
+        env_value(app, "LISTEN_ADDR").as_deref(),
+        Some(APP_ADDR),
+        "the app binds to {APP_ADDR} (env LISTEN_ADDR), reachable from inside the pod only"
+    );
+    assert!(
+        app.get("ports").is_none_or(|p| array(p).is_empty()),
+        "the app container declares no ports: only portcullis is reachable"
+    );
+    for c in containers {
+        for port in c.get("ports").map(array).unwrap_or_default() {
+            assert_ne!(port["containerPort"], 8080, "port 8080 is never published");
+        }
+    }
+
+    let gateway_checks = check_gateway(&docs, deployment, "sidecar");
+
+    // The Service reaches portcullis only.
+    let service = docs.single("Service");
+    assert_service_targets_gateway(service, deployment);
+
+    // portcullis forwards everything to the app over the pod's loopback.
+    let effective = gateway_checks.effective_config;
+    assert!(
+        effective.contains(&format!("upstream = \"http://{APP_ADDR}/\"")),
+        "the route's upstream is http://{APP_ADDR}:\n{effective}"
+    );
+    assert_eq!(
+        effective.matches("[[route]]").count(),
+        1,
+        "one route, to the app"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Standalone shape
+
+#[test]
+fn standalone_overlay_runs_two_gateways_behind_an_ingress() {
+    let docs = Rendered::new("standalone");
+
+    let deployment = docs.named("Deployment", "portcullis");
+    assert_eq!(
+        deployment["spec"]["replicas"], 2,
+        "standalone: two gateway replicas"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        array(&pod["containers"]).len(),
+        1,
+        "standalone: the gateway pod runs portcullis alone"
+    );
+    let gateway_checks = check_gateway(&docs, deployment, "standalone");
+    let effective = gateway_checks.effective_config;
+
+    // The Service: to portcullis, with ClientIP affinity while sessions are per replica.
+    let service = docs.named("Service", "portcullis");
+    assert_service_targets_gateway(service, deployment);
+    assert_eq!(
+        service["spec"]["sessionAffinity"], "ClientIP",
+        "sessions live in each replica's memory: the Service needs ClientIP affinity"
+    );
+    assert!(
+        effective.contains("store = \"memory\""),
+        "the config uses the memory store (the only one today):\n{effective}"
+    );
+
+    // The Ingress: TLS for the host that server.public_url names, to the portcullis Service.
+    let ingress = docs.single("Ingress");
+    let host = ingress["spec"]["rules"][0]["host"]
+        .as_str()
+        .expect("the Ingress rule names a host");
+    let tls_hosts: Vec<&Value> = array(&ingress["spec"]["tls"])
+        .iter()
+        .flat_map(|t| array(&t["hosts"]))
+        .collect();
+    assert!(
+        tls_hosts.iter().any(|h| *h == host),
+        "the Ingress serves {host} over TLS"
+    );
+    assert!(
+        effective.contains(&format!("public_url = \"https://{host}/\"")),
+        "server.public_url is the Ingress's https://{host}:\n{effective}"
+    );
+    for path in array(&ingress["spec"]["rules"][0]["http"]["paths"]) {
+        assert_eq!(
+            path["backend"]["service"]["name"], service["metadata"]["name"],
+            "the Ingress sends everything to the portcullis Service"
+        );
+    }
+    assert_eq!(
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/affinity"], "cookie",
+        "the Ingress bypasses the Service's ClientIP affinity: it needs cookie affinity"
+    );
+
+    // Redis, ready for the coming redis store (not used by the config yet).
+    let redis = docs.named("Deployment", "redis");
+    assert!(
+        container(&redis["spec"]["template"]["spec"], "redis")["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("redis:")),
+        "a Redis Deployment"
+    );
+    let redis_service = docs.named("Service", "redis");
+    assert_eq!(redis_service["spec"]["ports"][0]["port"], 6379);
+
+    let pdb = docs.single("PodDisruptionBudget");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"],
+        "the PodDisruptionBudget covers the gateway pods"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Dockerfile
+
+#[test]
+fn dockerfile_builds_with_ci_command_and_runs_binary_as_non_root() {
+    let text = read(&Path::new(ROOT).join("Dockerfile"));
+    let stages = dockerfile_stages(&text);
+    assert!(stages.len() >= 2, "a multi-stage build");
+    let (builder, runtime) = (&stages[0], &stages[stages.len() - 1]);
+    assert_eq!(
+        builder.name.as_deref(),
+        Some("builder"),
+        "the first stage is `AS builder`"
+    );
+
+    // The builder compiles with exactly CI's command.
+    assert!(
+        read(&Path::new(ROOT).join("README.md")).contains(CI_BUILD),
+        "README.md documents `{CI_BUILD}`"
+    );
+    let commands: Vec<String> = builder
+        .all("RUN")
+        .iter()
+        .flat_map(|run| shell_commands(run))
+        .collect();
+    let cargo: Vec<&String> = commands.iter().filter(|c| c.starts_with("cargo")).collect();
+    assert_eq!(
+        cargo,
+        [CI_BUILD],
+        "the builder's only cargo command is CI's `{CI_BUILD}` (RUN commands: {commands:?})"
+    );
+
+    // Where the builder leaves the binary: copied out of target/ (a cache mount), or
+    // target/release under WORKDIR.
+    let workdir = builder.last("WORKDIR").unwrap_or("/");
+    let built = commands
+        .iter()
+        .find_map(|c| c.strip_prefix("cp target/release/portcullis "))
+        .map(|dst| dst.trim().to_string())
+        .unwrap_or_else(|| {
+            format!(
+                "{}/target/release/portcullis",
+                workdir.trim_end_matches('/')
+            )
+        });
+
+    // The runtime stage copies that binary and runs it.
+    let copy = runtime
+        .all("COPY")
+        .into_iter()
+        .find(|c| c.starts_with("--from=builder "))
+        .expect("the runtime stage copies the binary from the builder");
+    let parts: Vec<&str> = copy.split_whitespace().collect();
+    assert_eq!(parts.len(), 3, "COPY --from=builder <src> <dst>: {copy}");
+    assert_eq!(
+        parts[1], built,
+        "the runtime copies the binary the builder made"
+    );
+    let installed = if parts[2].ends_with('/') {
+        format!("{}portcullis", parts[2])
+    } else {
+        parts[2].to_string()
+    };
+    let entrypoint = json_array(runtime.last("ENTRYPOINT").expect("an ENTRYPOINT"));
+    assert_eq!(
+        entrypoint,
+        [installed.as_str()],
+        "ENTRYPOINT (exec form) is the copied binary"
+    );
+
+    // Not root: a numeric uid, so Kubernetes' runAsNonRoot can verify it.
+    let user = runtime.last("USER").expect("the runtime stage sets USER");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("USER {user:?} is a numeric uid"));
+    assert_ne!(uid, 0, "the image runs as non-root");
+
+    // The CMD runs the gateway with the documented config path.
+    let cmd = json_array(runtime.last("CMD").expect("a CMD"));
+    assert_eq!(cmd.first().map(String::as_str), Some("run"));
+    let config = cmd
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| cmd.get(i + 1))
+        .expect("CMD passes --config <file>");
+    assert_eq!(config, CONFIG_PATH, "CMD reads the documented config path");
+    assert!(
+        runtime
+            .all("EXPOSE")
+            .iter()
+            .any(|e| e.split_whitespace().any(|p| p == format!("{GATEWAY_PORT}"))),
+        "EXPOSE {GATEWAY_PORT}"
+    );
+
+    // glibc: a binary built on a newer Debian than the runtime's would not start.
+    let (build_image, run_image) = (&builder.image, &runtime.image);
+    assert!(
+        build_image.contains("bookworm")
+            && (run_image.contains("debian12") || run_image.contains("bookworm")),
+        "builder ({build_image}) and runtime ({run_image}) are both Debian 12 (bookworm)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway container, common to both shapes
+
+/// What `check_gateway` found, for the shape-specific assertions.
+struct GatewayChecks {
+    /// `portcullis check-config` output with the pod's environment (valid secrets).
+    effective_config: String,
+}
+
+/// Checks the portcullis container of `deployment` (probes, hardening, secrets, config
+/// mount, metrics) and runs `check-config` on its ConfigMap's portcullis.toml.
+fn check_gateway(docs: &Rendered, deployment: &Value, shape: &str) -> GatewayChecks {
+    let pod = &deployment["spec"]["template"]["spec"];
+    let gateway = container(pod, "portcullis");
+
+    assert!(
+        array(&gateway["ports"])
+            .iter()
+            .any(|p| p["containerPort"] == GATEWAY_PORT),
+        "{shape}: portcullis declares its port {GATEWAY_PORT}"
+    );
+
+    // Probes: liveness /healthz, readiness /readyz, on the gateway's port.
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &gateway[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{shape}: {probe} is GET {path}");
+        assert_eq!(
+            resolve_port(gateway, &get["port"]),
+            Some(GATEWAY_PORT),
+            "{shape}: {probe} probes port {GATEWAY_PORT}"
+        );
+    }
+
+    // Hardening, for every container of the pod (the container's setting or the pod's).
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+        "{shape}: seccompProfile RuntimeDefault"
+    );
+    for c in array(&pod["containers"]) {
+        let name = c["name"].as_str().unwrap_or("?");
+        let effective = |key: &str| {
+            let own = &c["securityContext"][key];
+            if own.is_null() {
+                pod["securityContext"][key].clone()
+            } else {
+                own.clone()
+            }
+        };
+        assert_eq!(
+            effective("runAsNonRoot"),
+            true,
+            "{shape}/{name}: runAsNonRoot"
+        );
+        let sc = &c["securityContext"];
+        assert_eq!(
+            sc["readOnlyRootFilesystem"], true,
+            "{shape}/{name}: read-only root"
+        );
+        assert_eq!(
+            sc["allowPrivilegeEscalation"], false,
+            "{shape}/{name}: allowPrivilegeEscalation false"
+        );
+        assert!(
+            array(&sc["capabilities"]["drop"])
+                .iter()
+                .any(|c| *c == "ALL"),
+            "{shape}/{name}: capabilities drop ALL"
+        );
+        assert!(
+            c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object(),
+            "{shape}/{name}: resource requests and limits"
+        );
+    }
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
+    assert!(
+        grace > 30,
+        "{shape}: terminationGracePeriodSeconds ({grace}) exceeds drain_timeout (30s)"
+    );
+
+    // The config file: --config points into the mounted ConfigMap.
+    let args: Vec<String> = array(&gateway["args"])
+        .iter()
+        .map(|a| a.as_str().expect("string args").to_string())
+        .collect();
+    let config_path = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .unwrap_or_else(|| panic!("{shape}: portcullis args pass --config: {args:?}"));
+    assert_eq!(
+        config_path, CONFIG_PATH,
+        "{shape}: the documented config path"
+    );
+    let (dir, file) = config_path.rsplit_once('/').expect("an absolute path");
+    let mount = array(&gateway["volumeMounts"])
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("{shape}: a volume is mounted at {dir}"));
+    let volume = array(&pod["volumes"])
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    let config_map_name = volume["configMap"]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{shape}: {dir} is a ConfigMap volume"));
+    let config_map = docs.named("ConfigMap", config_map_name);
+    let toml = config_map["data"][file]
+        .as_str()
+        .unwrap_or_else(|| panic!("{shape}: ConfigMap {config_map_name} has {file}"));
+
+    // Secrets come from a Secret, as environment variables the pod resolves.
+    let mut pod_env = BTreeMap::new();
+    for var in array(&gateway["env"]) {
+        let name = var["name"].as_str().expect("env name").to_string();
+        let value = if let Some(v) = var["value"].as_str() {
+            v.to_string()
+        } else if var["valueFrom"]["secretKeyRef"].is_object() {
+            let r = &var["valueFrom"]["secretKeyRef"];
+            secret_value(
+                docs,
+                r["name"].as_str().unwrap(),
+                r["key"].as_str().unwrap(),
+            )
+        } else {
+            panic!("{shape}: env {name} is a value or a secretKeyRef");
+        };
+        pod_env.insert(name, value);
+    }
+    for name in [
+        "PORTCULLIS__OIDC__CLIENT_SECRET",
+        "PORTCULLIS__SESSION__SECRET",
+    ] {
+        let var = array(&gateway["env"])
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{shape}: portcullis gets {name}"));
+        assert!(
+            var["valueFrom"]["secretKeyRef"].is_object(),
+            "{shape}: {name} comes from a Secret (secretKeyRef), not a literal"
+        );
+    }
+
+    // The metrics port the pod annotations name is the one the config listens on.
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    let metrics_port: i64 = annotations["prometheus.io/port"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{shape}: the pod names its metrics port"));
+    assert!(
+        array(&gateway["ports"])
+            .iter()
+            .any(|p| p["containerPort"] == metrics_port),
+        "{shape}: portcullis declares the metrics port {metrics_port}"
+    );
+
+    // check-config on the ConfigMap's portcullis.toml.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join(file);
+    std::fs::write(&config, toml).expect("write config");
+
+    // The committed Secret holds a placeholder the gateway refuses, so nobody runs with a
+    // session secret published in git.
+    let placeholder = check_config(&config, &pod_env);
+    assert!(
+        !placeholder.status.success() && stderr(&placeholder).contains("session.secret"),
+        "{shape}: with the committed placeholder Secret, check-config must refuse \
+         session.secret (keep the placeholder shorter than 32 bytes); it said: {}{}",
+        stdout(&placeholder),
+        stderr(&placeholder)
+    );
+
+    // No secret is in the ConfigMap: without the env, the session secret is missing...
+    let bare = check_config(&config, &BTreeMap::new());
+    assert!(
+        !bare.status.success() && stderr(&bare).contains("session.secret: missing"),
+        "{shape}: the ConfigMap must not hold the session secret, but check-config \
+         without PORTCULLIS__SESSION__SECRET said: {}{}",
+        stdout(&bare),
+        stderr(&bare)
+    );
+    // ...and the client secret too.
+    let mut env = pod_env.clone();
+    env.remove("PORTCULLIS__OIDC__CLIENT_SECRET");
+    env.insert("PORTCULLIS__SESSION__SECRET".into(), "s".repeat(48));
+    let without_client_secret = check_config(&config, &env);
+    assert!(
+        without_client_secret.status.success(),
+        "{shape}: check-config: {}",
+        stderr(&without_client_secret)
+    );
+    assert!(
+        !stdout(&without_client_secret).contains("client_secret ="),
+        "{shape}: the ConfigMap must not hold the OIDC client secret"
+    );
+
+    // With the pod's environment and a real session secret in the Secret: valid.
+    let mut env = pod_env;
+    env.insert(
+        "PORTCULLIS__SESSION__SECRET".into(),
+        base64::engine::general_purpose::STANDARD.encode([7u8; 36]),
+    );
+    let ok = check_config(&config, &env);
+    assert!(
+        ok.status.success(),
+        "{shape}: portcullis check-config rejects the ConfigMap's {file}: {}",
+        stderr(&ok)
+    );
+    let effective = stdout(&ok);
+    for line in [
+        format!("listen = \"0.0.0.0:{GATEWAY_PORT}\""),
+        format!("metrics_listen = \"0.0.0.0:{metrics_port}\""),
+        "client_secret = \"[redacted]\"".to_string(),
+        "secret = [\"[redacted]\"]".to_string(),
+        "cookie_secure = true".to_string(),
+    ] {
+        assert!(
+            effective.lines().any(|l| l == line),
+            "{shape}: effective config has `{line}`:\n{effective}"
+        );
+    }
+    GatewayChecks {
+        effective_config: effective,
+    }
+}
+
+/// The Service's ports all lead to portcullis's 4180 (never the app's 8080), and its
+/// selector picks the gateway's pods.
+fn assert_service_targets_gateway(service: &Value, deployment: &Value) {
+    let name = &service["metadata"]["name"];
+    let gateway = container(&deployment["spec"]["template"]["spec"], "portcullis");
+    let ports = array(&service["spec"]["ports"]);
+    assert!(!ports.is_empty(), "Service {name} has ports");
+    for port in ports {
+        let target = if port["targetPort"].is_null() {
+            &port["port"]
+        } else {
+            &port["targetPort"]
+        };
+        assert_eq!(
+            resolve_port(gateway, target),
+            Some(GATEWAY_PORT),
+            "Service {name} targets portcullis's {GATEWAY_PORT} (not the app's 8080), got {target}"
+        );
+    }
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let selector = service["spec"]["selector"]
+        .as_object()
+        .expect("Service selector");
+    assert!(
+        !selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v),
+        "Service {name} selects the gateway pods"
+    );
+}
+
+/// A container port given as a number or as the name of one of the container's ports.
+fn resolve_port(container: &Value, port: &Value) -> Option<i64> {
+    match port {
+        Value::Number(n) => n.as_i64(),
+        Value::String(name) => array(&container["ports"])
+            .iter()
+            .find(|p| p["name"] == name.as_str())
+            .and_then(|p| p["containerPort"].as_i64()),
+        _ => None,
+    }
+}
+
+/// A key of a Secret in the rendered output (stringData, else base64 data).
+fn secret_value(docs: &Rendered, name: &str, key: &str) -> String {
+    let secret = docs.named("Secret", name);
+    if let Some(v) = secret["stringData"][key].as_str() {
+        return v.to_string();
+    }
+    let encoded = secret["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("Secret {name} has the key {key}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64 Secret data");
+    String::from_utf8(bytes).expect("UTF-8 secret")
+}
+
+/// `portcullis check-config --config <file>` with exactly `env` as its PORTCULLIS settings.
+fn check_config(config: &Path, env: &BTreeMap<String, String>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.arg("check-config").arg("--config").arg(config);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PORTCULLIS") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env);
+    cmd.output().expect("run portcullis check-config")
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering and reading the manifests
+
+/// The resources `kubectl kustomize deploy/<overlay>` renders, as JSON.
+struct Rendered {
+    overlay: String,
+    docs: Vec<Value>,
+}
+
+impl Rendered {
+    fn new(overlay: &str) -> Rendered {
+        let dir = Path::new(ROOT).join("deploy").join(overlay);
+        let out = match Command::new("kubectl")
+            .arg("kustomize")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "kubectl not found: the deploy tests render deploy/{overlay} with \
+                 `kubectl kustomize` (kubectl 1.21+ has kustomize v4+ built in). Install kubectl."
+            ),
+            Err(e) => panic!("running kubectl: {e}"),
+        };
+        assert!(
+            out.status.success(),
+            "kubectl kustomize deploy/{overlay} failed: {}",
+            stderr(&out)
+        );
+        let yaml = String::from_utf8(out.stdout).expect("UTF-8 YAML");
+        validate_schema(overlay, &yaml);
+        Rendered {
+            overlay: overlay.to_string(),
+            docs: yaml_to_json(&yaml),
+        }
+    }
+
+    fn all(&self, kind: &str) -> Vec<&Value> {
+        self.docs.iter().filter(|d| d["kind"] == kind).collect()
+    }
+
+    fn single(&self, kind: &str) -> &Value {
+        let all = self.all(kind);
+        assert_eq!(all.len(), 1, "{}: exactly one {kind}", self.overlay);
+        all[0]
+    }
+
+    fn named(&self, kind: &str, name: &str) -> &Value {
+        self.docs
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{}: no {kind} named {name}", self.overlay))
+    }
+}
+
+/// Validates rendered manifests against the Kubernetes schemas with kubernetes-validate
+/// (strict: unknown fields are errors). Skipped with a note when the package is missing,
+/// except in CI.
+fn validate_schema(overlay: &str, yaml: &str) {
+    let has_validator = Command::new("python3")
+        .args(["-c", "import kubernetes_validate"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_validator {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "CI=true but the Python package kubernetes-validate is missing: \
+                 pip install kubernetes-validate==1.37.0"
+            );
+        }
+        eprintln!(
+            "NOTE: skipping the Kubernetes schema validation of deploy/{overlay}: \
+             pip install kubernetes-validate==1.37.0 to run it"
+        );
+        return;
+    }
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(yaml.as_bytes())
+        .expect("write rendered YAML");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "kubernetes_validate", "--strict", "--quiet"]);
+    for version in K8S_VERSIONS {
+        cmd.args(["-k", version]);
+    }
+    let out = cmd
+        .arg(file.path())
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(
+        out.status.success(),
+        "deploy/{overlay} does not validate against the Kubernetes schemas {K8S_VERSIONS:?}:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// Multi-document YAML to JSON values, with python3 and PyYAML.
+fn yaml_to_json(yaml: &str) -> Vec<Value> {
+    const SCRIPT: &str = "import json, sys, yaml\n\
+        docs = [d for d in yaml.safe_load_all(sys.stdin) if d is not None]\n\
+        json.dump(docs, sys.stdout)\n";
+    let mut child = match Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!("python3 is needed to read the rendered YAML: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write YAML to python3");
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "python3 could not read the rendered YAML (PyYAML missing? pip install pyyaml; \
+         kubernetes-validate brings it): {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from python3")
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    array(&pod["containers"])
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("a container named {name}"))
+}
+
+fn env_value(container: &Value, name: &str) -> Option<String> {
+    array(&container["env"])
+        .iter()
+        .find(|v| v["name"] == name)
+        .and_then(|v| v["value"].as_str())
+        .map(String::from)
+}
+
+/// A JSON array's items; an absent field is empty.
+fn array(value: &Value) -> &[Value] {
+    value.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the Dockerfile
+
+/// One `FROM` stage: its image, `AS` name and instructions (keyword, arguments).
+struct Stage {
+    image: String,
+    name: Option<String>,
+    instructions: Vec<(String, String)>,
+}
+
+impl Stage {
+    fn all(&self, keyword: &str) -> Vec<&str> {
+        self.instructions
+            .iter()
+            .filter(|(k, _)| k == keyword)
+            .map(|(_, args)| args.as_str())
+            .collect()
+    }
+
+    fn last(&self, keyword: &str) -> Option<&str> {
+        self.all(keyword).last().copied()
+    }
+}
+
+/// Splits a Dockerfile into stages: comments dropped, `\` continuations joined.
+fn dockerfile_stages(text: &str) -> Vec<Stage> {
+    let mut logical = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part.trim());
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                logical.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    let mut stages: Vec<Stage> = Vec::new();
+    for line in logical {
+        let (keyword, args) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
+        let (keyword, args) = (keyword.to_ascii_uppercase(), args.trim().to_string());
+        if keyword == "FROM" {
+            let words: Vec<&str> = args.split_whitespace().collect();
+            let image = words
+                .iter()
+                .find(|w| !w.starts_with("--"))
+                .expect("FROM <image>")
+                .to_string();
+            let name = words
+                .iter()
+                .position(|w| w.eq_ignore_ascii_case("as"))
+                .and_then(|i| words.get(i + 1))
+                .map(|n| n.to_string());
+            stages.push(Stage {
+                image,
+                name,
+                instructions: Vec::new(),
+            });
+        } else {
+            stages
+                .last_mut()
+                .expect("an instruction before the first FROM")
+                .instructions
+                .push((keyword, args));
+        }
+    }
+    stages
+}
+
+/// The shell commands of a `RUN` (its `--mount=`/`--network=` flags dropped), split at
+/// `&&` and `;`, whitespace normalized.
+fn shell_commands(run: &str) -> Vec<String> {
+    let mut rest = run.trim();
+    while rest.starts_with("--") {
+        rest = rest
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, r)| r)
+            .trim_start();
+    }
+    rest.split("&&")
+        .flat_map(|c| c.split(';'))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// An exec-form (JSON array) ENTRYPOINT or CMD.
+fn json_array(text: &str) -> Vec<String> {
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("exec form (a JSON array of strings) expected: {text}: {e}"))
+}
