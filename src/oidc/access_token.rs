@@ -2,7 +2,6 @@
 //! (RFC 9068) validated locally against the IdP's keys — an asymmetric algorithm the IdP
 //! advertises (never `none`, never HMAC), `iss`, `aud` = `oidc.api_audience`, `exp`, `nbf`.
 
-use jsonwebtoken::Validation;
 use serde::Deserialize;
 
 use super::OidcClient;
@@ -34,17 +33,13 @@ impl OidcClient {
         let Some(audience) = self.api_audience.as_deref() else {
             return Err(invalid("oidc.api_audience is not configured"));
         };
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
-        if !self.algorithms.contains(&header.alg) {
-            return Err(invalid("algorithm not accepted"));
-        }
-        let key = self.jwks.key(header.kid.as_deref()).await?;
-        let mut v = Validation::new(header.alg);
-        v.algorithms = self.algorithms.clone();
+        let (key, mut v) = self
+            .jwks
+            .verifier(token, &self.algorithms, self.issuer(), invalid)
+            .await?;
         v.leeway = 30;
         v.validate_exp = true;
         v.validate_nbf = true;
-        v.set_issuer(&[self.issuer()]);
         v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &key, &v)

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use super::jwks::Jwks;
@@ -103,19 +103,11 @@ pub async fn validate(
     jwks: &Jwks,
     want: &Expectations<'_>,
 ) -> Result<IdClaims, Error> {
-    let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
-    if !want.algorithms.contains(&header.alg) {
-        return Err(invalid(format!(
-            "algorithm {:?} is not accepted",
-            header.alg
-        )));
-    }
-    let key = jwks.key(header.kid.as_deref()).await?;
-    let mut v = Validation::new(header.alg);
-    v.algorithms = want.algorithms.to_vec();
+    let (key, mut v) = jwks
+        .verifier(token, want.algorithms, want.issuer, invalid)
+        .await?;
     v.leeway = LEEWAY_SECS;
     v.validate_exp = true;
-    v.set_issuer(&[want.issuer]);
     v.set_audience(&[want.client_id]);
     v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
     let data = jsonwebtoken::decode::<RawClaims>(token, &key, &v).map_err(invalid)?;

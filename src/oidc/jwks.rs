@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::DecodingKey;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use url::Url;
 
 use super::http::IdpHttp;
@@ -71,6 +71,31 @@ impl Jwks {
                 "no JWK matches the token's kid",
             ))
         })
+    }
+}
+
+impl Jwks {
+    /// The shared first half of every JWT check: the header's `alg` must be one of
+    /// `algorithms` (the IdP's advertised asymmetric ones: never `none`, never HMAC), its
+    /// key must be in the JWKS. Returns that key and a `Validation` pinned to those
+    /// algorithms and `issuer`; callers add audience, leeway and required claims.
+    /// `reject` makes the error for a malformed or refused header.
+    pub async fn verifier(
+        &self,
+        token: &str,
+        algorithms: &[Algorithm],
+        issuer: &str,
+        reject: fn(&'static str) -> Error,
+    ) -> Result<(DecodingKey, Validation), Error> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| reject("not a JWT"))?;
+        if !algorithms.contains(&header.alg) {
+            return Err(reject("algorithm not accepted"));
+        }
+        let key = self.key(header.kid.as_deref()).await?;
+        let mut v = Validation::new(header.alg);
+        v.algorithms = algorithms.to_vec();
+        v.set_issuer(&[issuer]);
+        Ok((key, v))
     }
 }
 

@@ -3,7 +3,6 @@
 //! logout tokens (OpenID Connect Back-Channel Logout 1.0 §2.6).
 
 use base64::Engine;
-use jsonwebtoken::Validation;
 use serde::Deserialize;
 use url::Url;
 
@@ -125,15 +124,11 @@ impl OidcClient {
     /// Validates a back-channel logout token (§2.6): signature, iss, aud, iat, the
     /// back-channel event, sub and/or sid, no nonce, a jti.
     pub async fn validate_logout_token(&self, token: &str) -> Result<LogoutSubject, Error> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
-        if !self.algorithms.contains(&header.alg) {
-            return Err(invalid("algorithm not accepted"));
-        }
-        let key = self.jwks.key(header.kid.as_deref()).await?;
-        let mut v = Validation::new(header.alg);
-        v.algorithms = self.algorithms.clone();
+        let (key, mut v) = self
+            .jwks
+            .verifier(token, &self.algorithms, self.issuer(), invalid)
+            .await?;
         v.leeway = 60;
-        v.set_issuer(&[self.issuer()]);
         v.set_audience(&[&self.client_id]);
         v.set_required_spec_claims(&["iss", "aud", "iat"]);
         let claims = jsonwebtoken::decode::<LogoutClaims>(token, &key, &v)
