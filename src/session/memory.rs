@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use moka::future::Cache;
+use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 
 use super::crypto::StoreKey;
@@ -72,6 +73,31 @@ impl SessionStore for MemoryStore {
         .boxed()
     }
 
+    fn replace<'a>(
+        &'a self,
+        key: StoreKey,
+        expected: Arc<[u8]>,
+        sealed: Arc<[u8]>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let result = self
+                .cache
+                .entry(key)
+                .and_compute_with(|current| {
+                    let same = current.is_some_and(|e| e.value().sealed == expected);
+                    std::future::ready(if same {
+                        Op::Put(Entry { sealed, ttl })
+                    } else {
+                        Op::Nop
+                    })
+                })
+                .await;
+            Ok(matches!(result, CompResult::ReplacedWith(_)))
+        }
+        .boxed()
+    }
+
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
             self.cache.invalidate(key).await;
@@ -108,6 +134,22 @@ mod tests {
         assert_eq!(s.get(&k).await.unwrap().as_deref(), Some(&b"v"[..]));
         s.delete(&k).await.unwrap();
         assert!(s.get(&k).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn replace_writes_only_over_the_expected_value() {
+        let s = MemoryStore::new(10);
+        let k = [3u8; 32];
+        let v1: Arc<[u8]> = Arc::from(&b"one"[..]);
+        s.put(k, v1.clone(), Duration::from_secs(60)).await.unwrap();
+        let stale: Arc<[u8]> = Arc::from(&b"zero"[..]);
+        let ttl = Duration::from_secs(60);
+        assert!(!s
+            .replace(k, stale, Arc::from(&b"x"[..]), ttl)
+            .await
+            .unwrap());
+        assert!(s.replace(k, v1, Arc::from(&b"two"[..]), ttl).await.unwrap());
+        assert_eq!(s.get(&k).await.unwrap().as_deref(), Some(&b"two"[..]));
     }
 
     #[tokio::test]

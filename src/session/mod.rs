@@ -126,12 +126,16 @@ impl Sessions {
             let mut loaded = LoadedSession { id, session };
             // Coalesced last-seen update; a session under a retired secret moves to the
             // current one on that write.
-            if index > 0 || now.saturating_sub(loaded.session.last_seen) >= self.touch_interval {
+            if index > 0 {
                 loaded.session.last_seen = now;
                 self.save(&loaded.id, &loaded.session).await?;
-                if index > 0 {
-                    counted(self.store.delete(&key).await)?;
-                }
+                counted(self.store.delete(&key).await)?;
+            } else if now.saturating_sub(loaded.session.last_seen) >= self.touch_interval {
+                loaded.session.last_seen = now;
+                let (key, fresh, ttl) = self.seal(&loaded.id, &loaded.session)?;
+                // Only over what we read: if a refresh saved new tokens meanwhile, its
+                // write stands (this read is stale) and the next read touches instead.
+                counted(self.store.replace(key, sealed, fresh, ttl).await)?;
             }
             return Ok(Some(loaded));
         }
@@ -153,6 +157,16 @@ impl Sessions {
 
     /// Writes the session back under the current secret.
     pub async fn save(&self, id: &SessionId, session: &Session) -> Result<(), StoreError> {
+        let (key, sealed, ttl) = self.seal(id, session)?;
+        counted(self.store.put(key, sealed, ttl).await)
+    }
+
+    /// The store key, sealed value and time-to-live for `session` under the current secret.
+    fn seal(
+        &self,
+        id: &SessionId,
+        session: &Session,
+    ) -> Result<(crypto::StoreKey, Arc<[u8]>, Duration), StoreError> {
         let plain = serde_json::to_vec(session).map_err(|e| StoreError(e.to_string()))?;
         let keyring = self.keyring();
         let sealed = keyring
@@ -165,7 +179,7 @@ impl Sessions {
         let absolute_left =
             (session.created_at + self.absolute_timeout.as_secs()).saturating_sub(now);
         let ttl = Duration::from_secs(absolute_left.min(self.idle_timeout.as_secs()).max(1));
-        counted(self.store.put(key, Arc::from(sealed), ttl).await)
+        Ok((key, Arc::from(sealed), ttl))
     }
 
     /// Ends every session of a subject and/or an IdP session id that started before now

@@ -22,6 +22,16 @@ pub trait SessionStore: Send + Sync {
         sealed: Arc<[u8]>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Writes `sealed` only if the entry still holds `expected` (compare-and-set), so a
+    /// last-seen update built from a stale read cannot undo a concurrent refresh.
+    /// Returns whether it wrote.
+    fn replace<'a>(
+        &'a self,
+        key: StoreKey,
+        expected: Arc<[u8]>,
+        sealed: Arc<[u8]>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
