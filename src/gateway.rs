@@ -361,7 +361,7 @@ impl Gateway {
                 ForwardContext {
                     route,
                     normalized_path: &path,
-                    conn: info.conn,
+                    conn: &info.conn,
                     request_id: info.request_id_header,
                     trust_forwarded: self.trust_forwarded,
                 },

@@ -165,11 +165,8 @@ async fn serve_connection(
     gateway: Arc<Gateway>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let conn = ClientConn {
-        peer: peer.ip(),
-        tls: tls.is_some(),
-    };
-    let service = service_fn(move |req| serve_one(gateway.clone(), req, conn));
+    let conn = ClientConn::new(peer.ip(), tls.is_some());
+    let service = service_fn(move |req| serve_one(gateway.clone(), req, conn.clone()));
     let result = match tls {
         None => {
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

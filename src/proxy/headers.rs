@@ -80,72 +80,111 @@ pub fn strip_identity(headers: &mut HeaderMap) {
     }
 }
 
-/// What the gateway knows about the client connection.
-#[derive(Debug, Clone, Copy)]
+/// What the gateway knows about the client connection, with the header values derived
+/// from it computed once per connection rather than once per request.
+#[derive(Debug, Clone)]
 pub struct ClientConn {
     pub peer: IpAddr,
     pub tls: bool,
+    /// The peer address as an `X-Forwarded-For` value.
+    peer_header: HeaderValue,
+    /// `for=<peer>;proto=<scheme>` (RFC 7239 §4, IPv6 bracketed and quoted per §6).
+    forwarded_base: String,
+}
+
+impl ClientConn {
+    pub fn new(peer: IpAddr, tls: bool) -> Self {
+        let text = peer.to_string();
+        let for_value = match peer {
+            IpAddr::V4(_) => text.clone(),
+            IpAddr::V6(_) => format!("\"[{text}]\""),
+        };
+        ClientConn {
+            peer,
+            tls,
+            peer_header: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            forwarded_base: format!("for={for_value};proto={}", Self::proto(tls)),
+        }
+    }
+
+    fn proto(tls: bool) -> &'static str {
+        if tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Whether `host` may go into `Forwarded: host="..."` as is: a client's `Host` with a quote
+/// or `;` could otherwise add parameters of its own (e.g. a forged `for=`).
+fn plain_host(host: &[u8]) -> bool {
+    !host.is_empty()
+        && host.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+        })
 }
 
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded`. Unless the operator trusts a proxy
 /// in front, a client's own values are replaced (they are spoofable); when trusted, the
 /// peer is appended to the chain and the client's proto and host are kept.
-pub fn set_forwarded(headers: &mut HeaderMap, conn: ClientConn, host: Option<&str>, trust: bool) {
-    let proto = if conn.tls { "https" } else { "http" };
-    let peer = conn.peer.to_string();
-    let prior_xff = if trust {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    conn: &ClientConn,
+    host: Option<&HeaderValue>,
+    trust: bool,
+) {
+    let prior = |headers: &HeaderMap, name: &HeaderName| {
         headers
-            .get(&X_FORWARDED_FOR)
+            .get(name)
             .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty())
             .map(str::to_owned)
-    } else {
-        None
     };
-    let xff = match prior_xff {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer.clone(),
+    let xff = match trust.then(|| prior(headers, &X_FORWARDED_FOR)).flatten() {
+        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", conn.peer))
+            .unwrap_or_else(|_| conn.peer_header.clone()),
+        None => conn.peer_header.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    headers.insert(X_FORWARDED_FOR, xff);
     if !trust || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(ClientConn::proto(conn.tls)),
+        );
     }
     if !trust || !headers.contains_key(&X_FORWARDED_HOST) {
-        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            Some(v) => {
-                headers.insert(X_FORWARDED_HOST, v);
+        match host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST, h.clone());
             }
             None => {
                 headers.remove(&X_FORWARDED_HOST);
             }
         }
     }
-    // RFC 7239 §6: IPv6 addresses are bracketed and quoted.
-    let for_value = match conn.peer {
-        IpAddr::V4(_) => peer,
-        IpAddr::V6(_) => format!("\"[{peer}]\""),
-    };
-    let mut forwarded = format!("for={for_value};proto={proto}");
-    if let Some(h) = host {
-        forwarded.push_str(";host=\"");
-        forwarded.push_str(h);
-        forwarded.push('"');
-    }
-    let prior_forwarded = if trust {
-        headers
-            .get(header::FORWARDED)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| format!("{v}, "))
+    let earlier = if trust {
+        prior(headers, &header::FORWARDED)
     } else {
         None
     };
-    let value = match prior_forwarded {
-        Some(prior) => prior + &forwarded,
-        None => forwarded,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let mut value = Vec::with_capacity(
+        earlier.as_ref().map_or(0, |e| e.len() + 2)
+            + conn.forwarded_base.len()
+            + host.map_or(0, |h| h.len() + 8),
+    );
+    if let Some(e) = &earlier {
+        value.extend_from_slice(e.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(conn.forwarded_base.as_bytes());
+    if let Some(h) = host.filter(|h| plain_host(h.as_bytes())) {
+        value.extend_from_slice(b";host=\"");
+        value.extend_from_slice(h.as_bytes());
+        value.push(b'"');
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(header::FORWARDED, v);
     }
 }
@@ -178,8 +217,14 @@ fn new_request_id() -> HeaderValue {
         u64::from_le_bytes(b)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{prefix:016x}{n:016x}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut text = Vec::with_capacity(32);
+    for word in [prefix, n] {
+        for shift in (0..16).rev() {
+            text.push(b"0123456789abcdef"[((word >> (shift * 4)) & 0xf) as usize]);
+        }
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Removes cookies for which `is_ours(name)` holds from every `Cookie` header, so the
@@ -270,16 +315,14 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_replaced_unless_trusted() {
-        let conn = ClientConn {
-            peer: "127.0.0.1".parse().unwrap(),
-            tls: false,
-        };
+        let conn = ClientConn::new("127.0.0.1".parse().unwrap(), false);
+        let host = HeaderValue::from_static("a.test");
         let mut h = map(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=6.6.6.6"),
         ]);
-        set_forwarded(&mut h, conn, Some("a.test"), false);
+        set_forwarded(&mut h, &conn, Some(&host), false);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.test");
@@ -289,19 +332,20 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-proto", "https"),
         ]);
-        set_forwarded(&mut h, conn, Some("a.test"), true);
+        set_forwarded(&mut h, &conn, Some(&host), true);
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]
     fn ipv6_peer_is_quoted_in_forwarded() {
-        let conn = ClientConn {
-            peer: "::1".parse().unwrap(),
-            tls: true,
-        };
+        let conn = ClientConn::new("::1".parse().unwrap(), true);
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, conn, None, false);
+        set_forwarded(&mut h, &conn, None, false);
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
+        // A Host that would add parameters of its own is left out of Forwarded.
+        let evil = HeaderValue::from_static("a\";for=6.6.6.6");
+        set_forwarded(&mut h, &conn, Some(&evil), false);
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
     }
 

@@ -44,7 +44,7 @@ pub struct Upstream {
 pub struct ForwardContext<'a> {
     pub route: &'a Route,
     pub normalized_path: &'a str,
-    pub conn: ClientConn,
+    pub conn: &'a ClientConn,
     pub request_id: &'a HeaderValue,
     pub trust_forwarded: bool,
 }
@@ -93,21 +93,26 @@ impl Upstream {
         let target = &ctx.route.upstream;
         let client_host = client_host(&req);
         let query = req.uri().query();
-        let mut path_and_query = String::with_capacity(
+        let mut path_and_query = Vec::with_capacity(
             target.base_path.len() + ctx.normalized_path.len() + query.map_or(0, |q| q.len() + 1),
         );
-        path_and_query.push_str(&target.base_path);
-        path_and_query.push_str(ctx.normalized_path);
+        path_and_query.extend_from_slice(target.base_path.as_bytes());
+        path_and_query.extend_from_slice(ctx.normalized_path.as_bytes());
         if let Some(q) = query {
-            path_and_query.push('?');
-            path_and_query.push_str(q);
+            path_and_query.push(b'?');
+            path_and_query.extend_from_slice(q.as_bytes());
         }
+        let bad_target =
+            |e: http::Error| Error::with_source(Kind::BadRequest("malformed request target"), e);
+        let path_and_query =
+            http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query))
+                .map_err(|e| bad_target(e.into()))?;
         let uri = Uri::builder()
             .scheme(target.scheme.clone())
             .authority(target.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .map_err(|e| Error::with_source(Kind::BadRequest("malformed request target"), e))?;
+            .map_err(bad_target)?;
 
         let client_upgrade = req
             .headers()
@@ -115,13 +120,11 @@ impl Upstream {
             .then(|| hyper::upgrade::on(&mut req));
         let h = req.headers_mut();
         let upgrade = headers::strip_hop_by_hop(h);
-        headers::set_forwarded(h, ctx.conn, client_host.as_deref(), ctx.trust_forwarded);
+        headers::set_forwarded(h, ctx.conn, client_host.as_ref(), ctx.trust_forwarded);
         h.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
         permit.apply(h);
         let host = match (ctx.route.preserve_host, client_host) {
-            (true, Some(original)) => {
-                HeaderValue::from_str(&original).unwrap_or_else(|_| target.host_header.clone())
-            }
+            (true, Some(original)) => original,
             _ => target.host_header.clone(),
         };
         h.insert(header::HOST, host);
@@ -147,12 +150,13 @@ impl Upstream {
 }
 
 /// The host the client addressed: `Host` for HTTP/1.1, the URI authority for HTTP/2.
-pub fn client_host<B>(req: &Request<B>) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+/// A header value clone shares its bytes: no copy on the hot path.
+pub fn client_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
 }
 
 /// Completes a WebSocket (or other) upgrade: answers the client with the upstream's 101
