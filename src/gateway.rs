@@ -326,7 +326,9 @@ impl Gateway {
                     .auth
                     .as_ref()
                     .ok_or_else(|| Error::new(Kind::NotFound))?;
-                return endpoints::handle(auth, &self.routes, req, p, info).await;
+                // Boxed: the endpoints' futures are large and rare; keep them out of the
+                // state every proxied request carries.
+                return Box::pin(endpoints::handle(auth, &self.routes, req, p, info)).await;
             }
             _ => {}
         }
@@ -341,9 +343,24 @@ impl Gateway {
         log.metrics = &route.metrics;
 
         // 3–5. Who is asking, and may they pass?
-        let permit = match self.authorize(route, &req, &path, log).await? {
-            Authorized::Pass(permit) => permit,
-            Authorized::Respond(early) => return Ok(early),
+        let permit = match &self.auth {
+            Some(auth) if !policy::skips_auth(route, Some(req.method()), &path) => {
+                // Boxed for the same reason: sessions, refresh and JWT checks make a big
+                // future that public routes should not carry.
+                match Box::pin(self.authorize(auth, route, &req, &path, log)).await? {
+                    Authorized::Pass(permit) => permit,
+                    Authorized::Respond(early) => return Ok(early),
+                }
+            }
+            _ => match self.allow(
+                policy::evaluate(route, req.method(), &path, None),
+                &req,
+                route,
+                None,
+            ) {
+                Authorized::Pass(permit) => permit,
+                Authorized::Respond(early) => return Ok(early),
+            },
         };
 
         // 6. The upstream never sees the gateway's cookies.
@@ -373,28 +390,18 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Steps 3–5 of the request path: an API client's own bearer token (where the route
-    /// accepts one), else the session — refreshed if its access token is about to expire —
-    /// then the policy.
+    /// Steps 3–5 of the request path for a route that needs login: an API client's own
+    /// bearer token (where the route accepts one), else the session — refreshed if its
+    /// access token is about to expire — then the policy.
     async fn authorize(
         &self,
+        auth: &Auth,
         route: &Route,
         req: &Request<Incoming>,
         path: &str,
         log: &mut AccessLog<'_>,
     ) -> Result<Authorized, Error> {
         let method = req.method();
-        let auth = match &self.auth {
-            Some(auth) if !policy::skips_auth(route, Some(method), path) => auth,
-            _ => {
-                return Ok(self.allow(
-                    policy::evaluate(route, method, path, None),
-                    req,
-                    route,
-                    None,
-                ))
-            }
-        };
 
         // 3a. API clients with their own JWT.
         if route.accept_bearer {

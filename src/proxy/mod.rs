@@ -120,9 +120,10 @@ impl Upstream {
             .then(|| hyper::upgrade::on(&mut req));
         let h = req.headers_mut();
         let upgrade = headers::strip_hop_by_hop(h);
+        // Identity first: it strips what the client sent before any header of ours is set.
+        permit.apply(h);
         headers::set_forwarded(h, ctx.conn, client_host.as_ref(), ctx.trust_forwarded);
         h.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
-        permit.apply(h);
         let host = match (ctx.route.preserve_host, client_host) {
             (true, Some(original)) => original,
             _ => target.host_header.clone(),
