@@ -10,14 +10,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use common::gateway::{try_start_gateway, wait_for_readyz};
 use common::idp::{Idp, DEFAULT_API_RESOURCE};
 use common::login::{query_param, random_hex, Browser, Hop, NAVIGATION_ACCEPT, SESSION_COOKIE};
 use common::nginx::{nginx_available, Nginx};
@@ -86,46 +85,6 @@ cookie_secure = false
     )
 }
 
-/// Polls `/readyz` until OIDC discovery has loaded (bounded).
-async fn wait_ready(gateway: &Gateway) {
-    let client = common::client();
-    let url = gateway.url_for("/readyz");
-    wait_until("gateway /readyz = 200", Duration::from_secs(20), || {
-        let request = client.get(&url).send();
-        async move {
-            match request.await {
-                Ok(resp) if resp.status() == StatusCode::OK => Some(()),
-                _ => None,
-            }
-        }
-    })
-    .await;
-}
-
-/// Starts a gateway and waits until it is ready; `None` if its port was taken in the
-/// meantime (any other failure panics as usual).
-async fn try_start_gateway(toml: String) -> Option<Gateway> {
-    match AssertUnwindSafe(Gateway::start(&toml)).catch_unwind().await {
-        Ok(gateway) => {
-            wait_ready(&gateway).await;
-            Some(gateway)
-        }
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            if message.to_ascii_lowercase().contains("in use") {
-                eprintln!("gateway port was taken; trying the next candidate");
-                None
-            } else {
-                std::panic::resume_unwind(panic)
-            }
-        }
-    }
-}
-
 /// IdP + a gateway reachable directly (its own public URL), configured with `rest`.
 struct Direct {
     idp: Idp,
@@ -146,7 +105,7 @@ impl Direct {
                 &secret,
                 rest,
             );
-            if let Some(gateway) = try_start_gateway(toml).await {
+            if let Some(gateway) = try_start_gateway(&toml).await {
                 return Direct { idp, gateway };
             }
         }
@@ -723,7 +682,7 @@ impl Fronted {
             let public_url = format!("http://127.0.0.1:{port}");
             let toml = gateway_toml("@LISTEN@", &public_url, idp.issuer(), &secret, rest);
             let gateway = Gateway::start(&toml).await;
-            wait_ready(&gateway).await;
+            wait_for_readyz(&gateway).await;
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             match Nginx::start(addr, &nginx_server(gateway.addr(), upstream.addr())).await {
                 Ok(nginx) => {

@@ -11,23 +11,22 @@
 
 mod common;
 
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use url::Url;
 
+use common::gateway::{try_start_gateway, wait_for_readyz};
 use common::idp::{Idp, IdpBuilder, DEFAULT_API_RESOURCE};
 use common::login::{
     flip_char, query_param, random_hex, with_query_param, Browser, CompletedLogin, Hop, IdpPage,
     IdpStep, LOGIN_COOKIE_PREFIX, SESSION_COOKIE,
 };
 use common::mock_idp::{ClientAuth, IdTokenFault, MockIdp};
-use common::{free_port, spawn_and_wait_for_line, wait_until, EchoUpstream, Echoed, Gateway};
+use common::{free_port, spawn_and_wait_for_line, EchoUpstream, Echoed, Gateway};
 
 const ALICE: &str = "alice";
 const ALICE_EMAIL: &str = "alice@corp.test";
@@ -128,46 +127,6 @@ fn callback_uri(port: u16) -> String {
     format!("http://127.0.0.1:{port}/oauth2/callback")
 }
 
-/// Polls `/readyz` until OIDC discovery has loaded (bounded).
-async fn wait_ready(gateway: &Gateway) {
-    let client = common::client();
-    let url = gateway.url_for("/readyz");
-    wait_until("gateway /readyz = 200", Duration::from_secs(20), || {
-        let request = client.get(&url).send();
-        async move {
-            match request.await {
-                Ok(resp) if resp.status() == StatusCode::OK => Some(()),
-                _ => None,
-            }
-        }
-    })
-    .await;
-}
-
-/// Starts a gateway on `port` and waits until it is ready; `None` if the port was taken
-/// in the meantime (any other failure panics as usual).
-async fn try_start_gateway(port: u16, toml: String) -> Option<Gateway> {
-    match AssertUnwindSafe(Gateway::start(&toml)).catch_unwind().await {
-        Ok(gateway) => {
-            wait_ready(&gateway).await;
-            Some(gateway)
-        }
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            if message.to_ascii_lowercase().contains("in use") {
-                eprintln!("gateway port {port} was taken; trying the next candidate");
-                None
-            } else {
-                std::panic::resume_unwind(panic)
-            }
-        }
-    }
-}
-
 // ----- the stack under test -------------------------------------------------------------
 
 /// The node test IdP, an echo upstream and the gateway, wired together.
@@ -216,7 +175,7 @@ impl Stack {
         let idp = customize(idp).start().await;
         for port in ports.iter().copied() {
             let toml = Self::toml(port, &idp, &upstream, &options);
-            if let Some(gateway) = try_start_gateway(port, toml).await {
+            if let Some(gateway) = try_start_gateway(&toml).await {
                 return Stack {
                     idp,
                     upstream,
@@ -248,7 +207,7 @@ impl Stack {
             .await
             .expect("killed gateway exits");
         let toml = Self::toml(self.port, &self.idp, &self.upstream, options);
-        self.gateway = try_start_gateway(self.port, toml)
+        self.gateway = try_start_gateway(&toml)
             .await
             .unwrap_or_else(|| panic!("port {} was taken during the restart", self.port));
     }
@@ -290,7 +249,7 @@ impl MockStack {
             &options,
         );
         let gateway = Gateway::start(&toml).await;
-        wait_ready(&gateway).await;
+        wait_for_readyz(&gateway).await;
         MockStack {
             idp,
             upstream,
@@ -1017,7 +976,7 @@ async fn cookie_from_a_different_secret_is_not_a_session() {
         &other_options,
     );
     let gateway_b = Gateway::start(&toml).await;
-    wait_ready(&gateway_b).await;
+    wait_for_readyz(&gateway_b).await;
     assert_not_a_session(&gateway_b, &stack.upstream, &browser).await;
     assert_no_session(&gateway_b, &browser).await;
 }

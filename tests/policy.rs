@@ -13,14 +13,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use common::gateway::try_start_gateway;
 use common::idp::{Idp, DEFAULT_API_RESOURCE};
 use common::login::{random_hex, Browser, Hop, NAVIGATION_ACCEPT, SESSION_COOKIE};
 use common::{free_port, raw_request, wait_until, EchoUpstream, Echoed, Gateway, RawResponse};
@@ -201,7 +200,7 @@ impl Stack {
         let idp = idp.start().await;
         for port in ports.iter().copied() {
             let toml = gateway_toml(port, idp.issuer(), &secret, oidc_extra, &upstreams);
-            if let Some(gateway) = try_start_gateway(port, toml).await {
+            if let Some(gateway) = try_start_gateway(&toml).await {
                 return Stack {
                     idp,
                     gateway,
@@ -245,46 +244,6 @@ impl Stack {
                     .map(move |r| (name.to_string(), r.path))
             })
             .collect()
-    }
-}
-
-/// Polls `/readyz` until OIDC discovery has loaded (bounded).
-async fn wait_ready(gateway: &Gateway) {
-    let client = common::client();
-    let url = gateway.url_for("/readyz");
-    wait_until("gateway /readyz = 200", Duration::from_secs(20), || {
-        let request = client.get(&url).send();
-        async move {
-            match request.await {
-                Ok(resp) if resp.status() == StatusCode::OK => Some(()),
-                _ => None,
-            }
-        }
-    })
-    .await;
-}
-
-/// Starts a gateway on `port` and waits until it is ready; `None` if the port was taken
-/// in the meantime (any other failure panics as usual).
-async fn try_start_gateway(port: u16, toml: String) -> Option<Gateway> {
-    match AssertUnwindSafe(Gateway::start(&toml)).catch_unwind().await {
-        Ok(gateway) => {
-            wait_ready(&gateway).await;
-            Some(gateway)
-        }
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            if message.to_ascii_lowercase().contains("in use") {
-                eprintln!("gateway port {port} was taken; trying the next candidate");
-                None
-            } else {
-                std::panic::resume_unwind(panic)
-            }
-        }
     }
 }
 

@@ -21,7 +21,12 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{bin, free_port, process};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use reqwest::StatusCode;
+
+use super::{bin, free_port, process, wait_until};
 
 /// Builder for a gateway process with extra arguments, environment or files.
 pub struct GatewayBuilder {
@@ -347,6 +352,46 @@ impl Drop for Gateway {
                 self.log_path.display(),
                 self.log_text()
             );
+        }
+    }
+}
+
+/// Polls `/readyz` until OIDC discovery has loaded (bounded).
+pub async fn wait_for_readyz(gateway: &Gateway) {
+    let client = super::client();
+    let url = gateway.url_for("/readyz");
+    wait_until("gateway /readyz = 200", Duration::from_secs(20), || {
+        let request = client.get(&url).send();
+        async move {
+            match request.await {
+                Ok(resp) if resp.status() == StatusCode::OK => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+}
+
+/// Starts a gateway (fixed port in `toml`) and waits until it is ready; `None` if the port
+/// was taken in the meantime (any other failure panics as usual).
+pub async fn try_start_gateway(toml: &str) -> Option<Gateway> {
+    match AssertUnwindSafe(Gateway::start(toml)).catch_unwind().await {
+        Ok(gateway) => {
+            wait_for_readyz(&gateway).await;
+            Some(gateway)
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            if message.to_ascii_lowercase().contains("in use") {
+                eprintln!("the gateway's port was taken; starting again on another one");
+                None
+            } else {
+                std::panic::resume_unwind(panic)
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::process::{spawn_and_wait_for_line, ChildProcess};
+use super::process::{try_spawn_and_wait_for_line, ChildProcess};
 
 /// The IdP's default resource indicator: the `aud` of its access tokens.
 pub const DEFAULT_API_RESOURCE: &str = "https://api.portcullis.test";
@@ -41,9 +41,10 @@ const IDP_ENV: &[&str] = &[
     "USERS_JSON",
 ];
 
-/// How long node may take to print `IDP_READY`: usually 0.4–0.6 s, but far longer on a
-/// 2-core machine that is also compiling or benchmarking.
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long node may take to print `IDP_READY` (usually 0.4–0.6 s), per attempt.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts before giving up.
+const READY_ATTEMPTS: usize = 3;
 
 /// Environment for one test IdP.
 #[derive(Debug, Clone, Default)]
@@ -91,15 +92,35 @@ impl IdpBuilder {
             "{}/node_modules is missing: run `cd tests/idp && npm ci` first",
             dir.display()
         );
-        let mut cmd = Command::new("node");
-        cmd.arg(dir.join("server.mjs")).current_dir(&dir);
-        for key in IDP_ENV {
-            cmd.env_remove(key);
+        let command = || {
+            let mut cmd = Command::new("node");
+            cmd.arg(dir.join("server.mjs")).current_dir(&dir);
+            for key in IDP_ENV {
+                cmd.env_remove(key);
+            }
+            cmd.env("IDP_PORT", "0")
+                .env("REDIRECT_URIS", self.redirect_uris.join(","))
+                .envs(self.env.iter().map(|(k, v)| (k, v)));
+            cmd
+        };
+        // Rarely (seen twice, both times on a busy machine) node stalls at start before
+        // printing anything; a fresh process starts in half a second, so try again.
+        let mut failures = Vec::new();
+        let mut started = None;
+        for _ in 0..READY_ATTEMPTS {
+            match try_spawn_and_wait_for_line(command(), "IDP_READY", READY_TIMEOUT).await {
+                Ok(ok) => {
+                    started = Some(ok);
+                    break;
+                }
+                Err(why) => {
+                    eprintln!("test IdP did not start, trying again: {why}");
+                    failures.push(why);
+                }
+            }
         }
-        cmd.env("IDP_PORT", "0")
-            .env("REDIRECT_URIS", self.redirect_uris.join(","))
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        let (process, issuer) = spawn_and_wait_for_line(cmd, "IDP_READY", READY_TIMEOUT).await;
+        let (process, issuer) = started
+            .unwrap_or_else(|| panic!("the test IdP never started:\n{}", failures.join("\n")));
         assert!(
             issuer.starts_with("http://127.0.0.1:"),
             "unexpected IDP_READY line: {issuer:?}"

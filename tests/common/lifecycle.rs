@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +23,6 @@ use std::time::Duration;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -35,9 +33,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use super::gateway::try_start_gateway;
 use super::idp::{Idp, IdpBuilder, DEFAULT_API_RESOURCE};
 use super::login::random_hex;
-use super::{free_port, wait_until, EchoUpstream, Gateway};
+use super::{free_port, EchoUpstream, Gateway};
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
@@ -128,46 +127,6 @@ upstream = "{upstream}"
         refresh_before = s.refresh_before,
         post = s.sign_out_requires_post,
     )
-}
-
-/// Polls `/readyz` until OIDC discovery has loaded (bounded).
-pub async fn wait_ready(gateway: &Gateway) {
-    let client = super::client();
-    let url = gateway.url_for("/readyz");
-    wait_until("gateway /readyz = 200", Duration::from_secs(20), || {
-        let request = client.get(&url).send();
-        async move {
-            match request.await {
-                Ok(resp) if resp.status() == StatusCode::OK => Some(()),
-                _ => None,
-            }
-        }
-    })
-    .await;
-}
-
-/// Starts a gateway (fixed port in `toml`) and waits until it is ready; `None` if the port
-/// was taken in the meantime (any other failure panics as usual).
-pub async fn try_start_gateway(toml: &str) -> Option<Gateway> {
-    match AssertUnwindSafe(Gateway::start(toml)).catch_unwind().await {
-        Ok(gateway) => {
-            wait_ready(&gateway).await;
-            Some(gateway)
-        }
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            if message.to_ascii_lowercase().contains("in use") {
-                eprintln!("the gateway's port was taken; starting again on another one");
-                None
-            } else {
-                std::panic::resume_unwind(panic)
-            }
-        }
-    }
 }
 
 // ----- the real stack: node IdP + echo upstream + gateway ---------------------------------

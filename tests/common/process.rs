@@ -108,10 +108,22 @@ fn pump(
 /// let (idp, url) = spawn_and_wait_for_line(cmd, "IDP_READY", Duration::from_secs(30)).await;
 /// ```
 pub async fn spawn_and_wait_for_line(
-    mut cmd: Command,
+    cmd: Command,
     prefix: &str,
     timeout: Duration,
 ) -> (ChildProcess, String) {
+    try_spawn_and_wait_for_line(cmd, prefix, timeout)
+        .await
+        .unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// Like [`spawn_and_wait_for_line`], but reports a failure instead of panicking (the
+/// process is killed), so a caller can try again.
+pub async fn try_spawn_and_wait_for_line(
+    mut cmd: Command,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<(ChildProcess, String), String> {
     let name = format!("{:?}", cmd.get_program());
     let mut child = cmd
         .stdin(Stdio::null())
@@ -133,14 +145,14 @@ pub async fn spawn_and_wait_for_line(
         output,
     };
     match tokio::time::timeout(timeout, rx.recv()).await {
-        Ok(Some(rest)) => (process, rest),
-        Ok(None) => panic!(
+        Ok(Some(rest)) => Ok((process, rest)),
+        Ok(None) => Err(format!(
             "{name} closed stdout before printing {prefix:?}; output:\n{}",
             process.output()
-        ),
-        Err(_) => panic!(
+        )),
+        Err(_) => Err(format!(
             "{name} did not print {prefix:?} within {timeout:?}; output:\n{}",
             process.output()
-        ),
+        )),
     }
 }
