@@ -121,24 +121,10 @@ fn derive_keys(keyring: &Keyring) -> Vec<Key> {
 mod tests {
     use super::*;
     use crate::secret::Secret;
-    use http::header;
 
     fn cookies(secrets: &[&str]) -> LoginCookies {
         let ring = Keyring::new(&secrets.iter().map(|s| Secret::new(*s)).collect::<Vec<_>>());
         LoginCookies::new(&ring, true, Duration::from_secs(600))
-    }
-
-    fn request_with(set_cookie: &HeaderValue) -> HeaderMap {
-        let pair = set_cookie
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
-        let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_str(&pair).unwrap());
-        h
     }
 
     const A: &str = "0123456789abcdef0123456789abcdef";
@@ -152,7 +138,7 @@ mod tests {
         assert!(text.starts_with("__Host-portcullis-login-abcdefghijklmnop="));
         assert!(!text.contains("payload"));
         assert!(text.contains("HttpOnly") && text.contains("Secure"));
-        let req = request_with(&set);
+        let req = crate::session::test_cookie_request(&set);
         assert_eq!(c.open(&req, STATE).as_deref(), Some("payload"));
         assert_eq!(c.open(&req, "zzzzzzzzzzzzzzzzzzzz"), None);
     }
@@ -162,9 +148,15 @@ mod tests {
         let c = cookies(&[A]);
         let set = c.seal(STATE, "payload".into()).unwrap();
         let other = cookies(&["ffffffffffffffffffffffffffffffffffff"]);
-        assert_eq!(other.open(&request_with(&set), STATE), None);
+        assert_eq!(
+            other.open(&crate::session::test_cookie_request(&set), STATE),
+            None
+        );
         let tampered = set.to_str().unwrap().replacen('=', "=A", 1);
         let tampered = HeaderValue::from_str(&tampered).unwrap();
-        assert_eq!(c.open(&request_with(&tampered), STATE), None);
+        assert_eq!(
+            c.open(&crate::session::test_cookie_request(&tampered), STATE),
+            None
+        );
     }
 }

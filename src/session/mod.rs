@@ -253,6 +253,23 @@ impl Sessions {
     }
 }
 
+/// Tests: the `Cookie` header a browser would send back for a `Set-Cookie` value.
+#[cfg(test)]
+pub(crate) fn test_cookie_request(set_cookie: &HeaderValue) -> HeaderMap {
+    let pair = set_cookie
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("");
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::COOKIE,
+        HeaderValue::from_str(pair).expect("cookie pair"),
+    );
+    h
+}
+
 /// The value of the first cookie called `name` in the request's `Cookie` headers.
 pub fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -305,19 +322,6 @@ mod tests {
         }
     }
 
-    fn cookie_headers(set_cookie: &HeaderValue) -> HeaderMap {
-        let pair = set_cookie
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
-        let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_str(&pair).unwrap());
-        h
-    }
-
     const A: &str = "0123456789abcdef0123456789abcdef";
     const B: &str = "fedcba9876543210fedcba9876543210";
 
@@ -331,7 +335,11 @@ mod tests {
         for attr in ["Path=/", "HttpOnly", "Secure", "SameSite=Lax"] {
             assert!(text.contains(attr), "{text}");
         }
-        let loaded = s.load(&cookie_headers(&set)).await.unwrap().unwrap();
+        let loaded = s
+            .load(&crate::session::test_cookie_request(&set))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(loaded.session.sub, "alice");
     }
 
@@ -341,11 +349,15 @@ mod tests {
         let old = sessions(&config(&[A], 3600), store.clone());
         let set = old.create(&session()).await.unwrap();
         let rotated = sessions(&config(&[B, A], 3600), store.clone());
-        assert!(rotated.load(&cookie_headers(&set)).await.unwrap().is_some());
+        assert!(rotated
+            .load(&crate::session::test_cookie_request(&set))
+            .await
+            .unwrap()
+            .is_some());
         // Moved to the current secret: still loads after the old one is dropped.
         let only_new = sessions(&config(&[B], 3600), store);
         assert!(only_new
-            .load(&cookie_headers(&set))
+            .load(&crate::session::test_cookie_request(&set))
             .await
             .unwrap()
             .is_some());
@@ -357,7 +369,11 @@ mod tests {
         let a = sessions(&config(&[A], 3600), store.clone());
         let set = a.create(&session()).await.unwrap();
         let b = sessions(&config(&[B], 3600), store);
-        assert!(b.load(&cookie_headers(&set)).await.unwrap().is_none());
+        assert!(b
+            .load(&crate::session::test_cookie_request(&set))
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
@@ -368,7 +384,11 @@ mod tests {
         old.last_seen -= 5;
         old.created_at -= 5;
         let set = s.create(&old).await.unwrap();
-        assert!(s.load(&cookie_headers(&set)).await.unwrap().is_none());
+        assert!(s
+            .load(&crate::session::test_cookie_request(&set))
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
@@ -387,9 +407,21 @@ mod tests {
         let mut again = session();
         again.created_ms = now_ms();
         let after = s.create(&again).await.unwrap();
-        assert!(s.load(&cookie_headers(&before)).await.unwrap().is_none());
-        assert!(s.load(&cookie_headers(&bobs)).await.unwrap().is_some());
-        assert!(s.load(&cookie_headers(&after)).await.unwrap().is_some());
+        assert!(s
+            .load(&crate::session::test_cookie_request(&before))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(s
+            .load(&crate::session::test_cookie_request(&bobs))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(s
+            .load(&crate::session::test_cookie_request(&after))
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[test]
