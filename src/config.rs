@@ -112,6 +112,9 @@ pub struct OidcConfig {
     pub groups_claim: String,
     /// Audience of API clients' own JWT access tokens (routes with `accept_bearer`).
     pub api_audience: Option<String>,
+    /// Extra parameters for the authorization request (e.g. Google's
+    /// `access_type = "offline"`); never the ones the login flow itself sets.
+    pub extra_authorize_params: BTreeMap<String, String>,
     /// Claims named by any `allow_claims` rule; kept in sessions for the policy.
     pub policy_claims: Vec<String>,
     /// Forces the client authentication method; `None` picks from discovery.
@@ -263,6 +266,7 @@ struct RawOidc {
     groups_claim: Option<String>,
     api_audience: Option<String>,
     token_endpoint_auth_method: Option<TokenAuthMethod>,
+    extra_authorize_params: Option<BTreeMap<String, String>>,
     discovery_retry_max: Option<String>,
 }
 
@@ -302,6 +306,19 @@ struct RawRoute {
     skip_auth_paths: Option<Vec<String>>,
     methods: Option<Vec<String>>,
 }
+
+/// Authorization request parameters the PKCE login sets itself.
+const RESERVED_AUTHORIZE_PARAMS: [&str; 9] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "response_mode",
+];
 
 /// Minimum length of a session secret, in bytes (DESIGN: at least 32).
 const MIN_SECRET_BYTES: usize = 32;
@@ -610,6 +627,16 @@ impl RawOidc {
                 .map(String::from)
                 .to_vec()
         });
+        let extra_authorize_params = self.extra_authorize_params.unwrap_or_default();
+        if let Some(reserved) = extra_authorize_params
+            .keys()
+            .find(|k| RESERVED_AUTHORIZE_PARAMS.contains(&k.as_str()))
+        {
+            return Err(ConfigError::new(
+                "oidc.extra_authorize_params",
+                format!("{reserved:?} is set by the login flow itself and cannot be overridden"),
+            ));
+        }
         if !scopes.iter().any(|s| s == "openid") {
             return Err(ConfigError::new("oidc.scopes", "must include \"openid\""));
         }
@@ -621,6 +648,7 @@ impl RawOidc {
             groups_claim: self.groups_claim.unwrap_or_else(|| "groups".to_string()),
             api_audience: self.api_audience.filter(|a| !a.is_empty()),
             token_endpoint_auth_method: self.token_endpoint_auth_method,
+            extra_authorize_params,
             policy_claims: Vec::new(),
             discovery_retry_max: parse_duration(
                 "oidc.discovery_retry_max",
@@ -954,6 +982,14 @@ impl std::fmt::Display for Config {
             }
             writeln!(f, "scopes = {:?}", o.scopes)?;
             writeln!(f, "groups_claim = {:?}", o.groups_claim)?;
+            if !o.extra_authorize_params.is_empty() {
+                let params: Vec<String> = o
+                    .extra_authorize_params
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {v:?}"))
+                    .collect();
+                writeln!(f, "extra_authorize_params = {{ {} }}", params.join(", "))?;
+            }
             if let Some(m) = o.token_endpoint_auth_method {
                 let name = match m {
                     TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
@@ -1076,6 +1112,24 @@ mod tests {
         assert_eq!(r.methods, vec![http::Method::OPTIONS]);
         let err = load("[[route]]\nupstream = \"http://127.0.0.1:1\"\npublic = true\nskip_auth_paths = [\"(\"]\n").unwrap_err();
         assert_eq!(err.key, "route[0].skip_auth_paths");
+    }
+
+    #[test]
+    fn extra_authorize_params_cannot_override_the_flow() {
+        let base = "[session]\nsecret = \"0123456789abcdef0123456789abcdef\"\ncookie_secure = false\n[oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"c\"\n";
+        let ok = load(&format!(
+            "{base}extra_authorize_params = {{ access_type = \"offline\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.oidc.unwrap().extra_authorize_params["access_type"],
+            "offline"
+        );
+        let err = load(&format!(
+            "{base}extra_authorize_params = {{ code_challenge_method = \"plain\" }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "oidc.extra_authorize_params");
     }
 
     #[test]

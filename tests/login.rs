@@ -49,6 +49,8 @@ struct GatewayOptions {
     /// Adds a public route `/public` (before the login-protected `/`).
     public_route: bool,
     log_filter: &'static str,
+    /// Extra lines for the `[oidc]` section.
+    extra_oidc: String,
 }
 
 impl Default for GatewayOptions {
@@ -59,6 +61,7 @@ impl Default for GatewayOptions {
             secrets: vec![session_secret()],
             public_route: false,
             log_filter: "info",
+            extra_oidc: String::new(),
         }
     }
 }
@@ -100,6 +103,7 @@ issuer = "{issuer}"
 client_id = "{client_id}"
 {client_secret}scopes = ["openid", "email", "profile", "offline_access"]
 groups_claim = "groups"
+{extra_oidc}
 
 [session]
 secret = [{secrets}]
@@ -115,6 +119,7 @@ public = false
 "#,
         filter = o.log_filter,
         client_id = o.client_id,
+        extra_oidc = o.extra_oidc,
         secrets = secrets.join(", "),
     )
 }
@@ -580,6 +585,28 @@ async fn assert_login_with_client_auth(auth: ClientAuth, client_secret: Option<S
     assert_eq!(callback.status, StatusCode::FOUND, "{auth:?}\n{callback}");
     let echo = browser.follow(&callback).await.echo();
     assert_eq!(echo.header("x-forwarded-user"), Some("mock-user"));
+}
+
+#[tokio::test]
+async fn extra_authorize_params_reach_the_idp_alongside_pkce() {
+    let options = GatewayOptions {
+        extra_oidc: r#"extra_authorize_params = { access_type = "offline", prompt = "consent" }"#
+            .to_string(),
+        ..GatewayOptions::default()
+    };
+    let stack = MockStack::start_with(MockIdp::start().await, options).await;
+    let browser = Browser::new();
+    let started = browser.begin_login(&stack.gateway.url(), "/x").await;
+    let url = &started.authorize_url;
+    assert_eq!(query_param(url, "access_type").as_deref(), Some("offline"));
+    assert_eq!(query_param(url, "prompt").as_deref(), Some("consent"));
+    assert_eq!(
+        query_param(url, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    // And the login still completes with them.
+    let callback = stack.login_attempt(&browser, "/x").await;
+    assert_eq!(callback.status, StatusCode::FOUND, "{callback}");
 }
 
 #[tokio::test]

@@ -54,13 +54,16 @@ impl OidcClient {
     pub fn begin_login(&self, return_to: String) -> (PendingLogin, Url) {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256_len(32);
         let nonce = random_token();
-        let (url, state) = self
+        let mut request = self
             .oauth
             .authorize_url(random_state)
             .add_scopes(self.scopes.iter().cloned())
             .set_pkce_challenge(challenge)
-            .add_extra_param("nonce", nonce.clone())
-            .url();
+            .add_extra_param("nonce", nonce.clone());
+        for (name, value) in &self.extra_authorize_params {
+            request = request.add_extra_param(name.as_str(), value.as_str());
+        }
+        let (url, state) = request.url();
         let pending = PendingLogin {
             state: state.into_secret(),
             verifier: verifier.into_secret(),

@@ -69,6 +69,7 @@ pub struct OidcClient {
     groups_claim: String,
     api_audience: Option<String>,
     policy_claims: Vec<String>,
+    extra_authorize_params: Vec<(String, String)>,
     /// For requests built without the `oauth2` crate (revocation).
     client_secret: Option<Secret>,
     auth_in_body: bool,
@@ -127,6 +128,11 @@ impl OidcClient {
             groups_claim: cfg.groups_claim.clone(),
             api_audience: cfg.api_audience.clone(),
             policy_claims: cfg.policy_claims.clone(),
+            extra_authorize_params: cfg
+                .extra_authorize_params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             client_secret: cfg.client_secret.clone(),
             auth_in_body,
         })
