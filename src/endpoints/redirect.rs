@@ -68,7 +68,8 @@ impl RedirectPolicy {
 }
 
 /// The path to return to, relative targets only (no hosts allowed).
-pub fn safe_return_path(rd: Option<&str>) -> String {
+#[cfg(test)]
+fn safe_return_path(rd: Option<&str>) -> String {
     RedirectPolicy::default().safe_target(rd)
 }
 
