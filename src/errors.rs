@@ -2,9 +2,7 @@
 //! into a response. Clients get a status, a short fixed sentence and the request id; the
 //! detailed cause (`source()` chain) goes to the log only.
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use http::{Response, StatusCode};
 
 use crate::proxy::Body;
 
@@ -130,19 +128,7 @@ impl Error {
             status.as_u16(),
             self.public_message()
         );
-        let mut resp = Response::new(Body::Right(Full::new(Bytes::from(body))));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        resp
+        crate::endpoints::page::text_response(status, body)
     }
 }
 

@@ -459,13 +459,7 @@ impl Gateway {
             Some(a) => a.sessions.store().entry_count().await,
             None => None,
         };
-        let mut resp = page::text_response(StatusCode::OK, "");
-        *resp.body_mut() = crate::proxy::full(crate::metrics::get().render(sessions));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        );
-        resp
+        page::metrics_response(crate::metrics::get().render(sessions))
     }
 
     /// Turns a decision into a permit or the answer for the client; a denial is logged

@@ -72,10 +72,6 @@ impl RouteTable {
             .iter()
             .find(|r| r.host_matches(host) && prefix_matches(&r.prefix, normalized_path))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 impl Route {

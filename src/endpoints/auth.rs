@@ -14,7 +14,7 @@ use super::page;
 use crate::errors::{Error, Kind};
 use crate::gateway::{forbidden, unauthorized, Auth, CurrentSession};
 use crate::policy::{self, Decision};
-use crate::proxy::{self, Body};
+use crate::proxy::Body;
 use crate::routes::{normalize_path, RouteTable};
 
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
@@ -134,9 +134,7 @@ pub async fn handle(
 }
 
 fn accepted() -> Response<Body> {
-    let mut resp = page::text_response(StatusCode::ACCEPTED, "");
-    *resp.body_mut() = proxy::empty();
-    resp
+    page::empty_response(StatusCode::ACCEPTED)
 }
 
 #[cfg(test)]

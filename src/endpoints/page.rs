@@ -47,16 +47,20 @@ fn no_store(resp: &mut Response<Body>) {
     );
 }
 
-pub fn html_response(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(proxy::full(body));
+/// A response of the gateway's own: status, content type, body, and the no-store /
+/// nosniff / no-referrer headers every such response carries.
+fn own(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     no_store(&mut resp);
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub fn html_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = own(status, "text/html; charset=utf-8", proxy::full(body));
+    resp.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
     );
@@ -64,25 +68,28 @@ pub fn html_response(status: StatusCode, body: String) -> Response<Body> {
 }
 
 pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(proxy::full(body));
+    own(status, "application/json", proxy::full(body))
+}
+
+pub fn text_response(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
+    own(status, "text/plain; charset=utf-8", proxy::full(body))
+}
+
+/// A body-less answer (forward-auth's 202).
+pub fn empty_response(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(proxy::empty());
     *resp.status_mut() = status;
     no_store(&mut resp);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     resp
 }
 
-pub fn text_response(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(proxy::full(body));
-    *resp.status_mut() = status;
-    no_store(&mut resp);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
+/// `GET /metrics`: the Prometheus text exposition (OpenMetrics content type).
+pub fn metrics_response(text: String) -> Response<Body> {
+    own(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        proxy::full(text),
+    )
 }
 
 /// A 302 to `location` (already validated by the caller).
