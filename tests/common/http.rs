@@ -135,3 +135,33 @@ async fn raw_request_inner(
         body,
     })
 }
+
+/// Serves `handler` on `listener` (HTTP/1.1 and h2c) until the returned task is aborted:
+/// the accept loop of the in-process test servers (mock IdPs).
+pub fn serve<F, Fut>(listener: tokio::net::TcpListener, handler: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<
+                hyper::Response<http_body_util::Full<bytes::Bytes>>,
+                std::convert::Infallible,
+            >,
+        > + Send
+        + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(handler);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    })
+}
