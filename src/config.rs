@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
 
+use crate::client_key::ClientKey;
 use crate::secret::Secret;
 
 /// A configuration problem: which key, and why. Printed as `key: reason`.
@@ -119,7 +121,23 @@ pub struct OidcConfig {
     pub policy_claims: Vec<String>,
     /// Forces the client authentication method; `None` picks from discovery.
     pub token_endpoint_auth_method: Option<TokenAuthMethod>,
+    /// The key for `private_key_jwt`, parsed (and so checked) when the config is read.
+    pub client_key: Option<Arc<ClientKey>>,
+    /// When to ask the userinfo endpoint for claims the ID token lacks.
+    pub userinfo: UserinfoMode,
     pub discovery_retry_max: Duration,
+}
+
+/// `oidc.userinfo`: when the gateway calls the IdP's userinfo endpoint (OIDC Core §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserinfoMode {
+    /// At login, when the ID token lacks a claim the gateway needs.
+    #[default]
+    Auto,
+    /// At login and after every refresh.
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +183,21 @@ impl PolicyConfig {
 pub enum TokenAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 client assertion signed with `oidc.client_key_file`.
+    PrivateKeyJwt,
+    /// A public client: no client authentication.
+    None,
+}
+
+impl TokenAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+            TokenAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenAuthMethod::PrivateKeyJwt => "private_key_jwt",
+            TokenAuthMethod::None => "none",
+        }
+    }
 }
 
 /// Forward-auth (`/oauth2/auth`) options for nginx `auth_request` / Traefik `forwardAuth`.
@@ -266,6 +299,9 @@ struct RawOidc {
     groups_claim: Option<String>,
     api_audience: Option<String>,
     token_endpoint_auth_method: Option<TokenAuthMethod>,
+    client_key_file: Option<PathBuf>,
+    client_key_id: Option<String>,
+    userinfo: Option<UserinfoMode>,
     extra_authorize_params: Option<BTreeMap<String, String>>,
     discovery_retry_max: Option<String>,
 }
@@ -402,6 +438,61 @@ fn parse_duration(
 }
 
 /// Reads a secret either inline or from a file (trailing newline trimmed); never both.
+/// Reads and parses `oidc.client_key_file`, so a key that would fail at the first login
+/// fails at start instead, naming the key.
+fn read_client_key(path: &Path, kid: Option<String>) -> Result<Arc<ClientKey>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        ConfigError::new(
+            "oidc.client_key_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    ClientKey::from_pem(&pem, kid).map(Arc::new).map_err(|why| {
+        ConfigError::new("oidc.client_key_file", format!("{}: {why}", path.display()))
+    })
+}
+
+/// The client authentication settings must agree: a secret for the secret methods, a key
+/// for `private_key_jwt`, neither for `none`.
+fn check_client_auth(
+    method: Option<TokenAuthMethod>,
+    has_secret: bool,
+    has_key: bool,
+) -> Result<(), ConfigError> {
+    let key = "oidc.token_endpoint_auth_method";
+    match method {
+        Some(TokenAuthMethod::PrivateKeyJwt) if !has_key => Err(ConfigError::new(
+            "oidc.client_key_file",
+            "missing: token_endpoint_auth_method = \"private_key_jwt\" needs the client's private key",
+        )),
+        Some(TokenAuthMethod::PrivateKeyJwt) if has_secret => Err(ConfigError::new(
+            "oidc.client_secret",
+            "set, but token_endpoint_auth_method = \"private_key_jwt\" signs with client_key_file instead",
+        )),
+        Some(TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::ClientSecretPost)
+            if !has_secret =>
+        {
+            Err(ConfigError::new(
+                "oidc.client_secret",
+                format!("missing: {key} = {:?} needs a client secret", method.map_or("", TokenAuthMethod::as_str)),
+            ))
+        }
+        Some(TokenAuthMethod::None) if has_secret => Err(ConfigError::new(
+            "oidc.client_secret",
+            "set, but token_endpoint_auth_method = \"none\" is a public client",
+        )),
+        Some(m) if has_key && m != TokenAuthMethod::PrivateKeyJwt => Err(ConfigError::new(
+            "oidc.client_key_file",
+            format!("set, but {key} = {:?} does not use it", m.as_str()),
+        )),
+        None if has_key => Err(ConfigError::new(
+            key,
+            "missing: set it to \"private_key_jwt\" to sign in with client_key_file",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn read_secret(
     key: &str,
     inline: Option<String>,
@@ -640,6 +731,16 @@ impl RawOidc {
         if !scopes.iter().any(|s| s == "openid") {
             return Err(ConfigError::new("oidc.scopes", "must include \"openid\""));
         }
+        let client_key = self
+            .client_key_file
+            .as_deref()
+            .map(|path| read_client_key(path, self.client_key_id.clone()))
+            .transpose()?;
+        check_client_auth(
+            self.token_endpoint_auth_method,
+            client_secret.is_some(),
+            client_key.is_some(),
+        )?;
         Ok(OidcConfig {
             issuer,
             client_id,
@@ -648,6 +749,8 @@ impl RawOidc {
             groups_claim: self.groups_claim.unwrap_or_else(|| "groups".to_string()),
             api_audience: self.api_audience.filter(|a| !a.is_empty()),
             token_endpoint_auth_method: self.token_endpoint_auth_method,
+            client_key,
+            userinfo: self.userinfo.unwrap_or_default(),
             extra_authorize_params,
             policy_claims: Vec::new(),
             discovery_retry_max: parse_duration(
@@ -991,12 +1094,22 @@ impl std::fmt::Display for Config {
                 writeln!(f, "extra_authorize_params = {{ {} }}", params.join(", "))?;
             }
             if let Some(m) = o.token_endpoint_auth_method {
-                let name = match m {
-                    TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
-                    TokenAuthMethod::ClientSecretPost => "client_secret_post",
-                };
-                writeln!(f, "token_endpoint_auth_method = {name:?}")?;
+                writeln!(f, "token_endpoint_auth_method = {:?}", m.as_str())?;
             }
+            if let Some(key) = &o.client_key {
+                writeln!(
+                    f,
+                    "# client_key_file: {} key, kid {:?}",
+                    key.alg(),
+                    key.kid()
+                )?;
+            }
+            let userinfo = match o.userinfo {
+                UserinfoMode::Auto => "auto",
+                UserinfoMode::Always => "always",
+                UserinfoMode::Never => "never",
+            };
+            writeln!(f, "userinfo = {userinfo:?}")?;
             if let Some(aud) = &o.api_audience {
                 writeln!(f, "api_audience = {aud:?}")?;
             }

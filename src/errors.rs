@@ -26,8 +26,8 @@ pub enum Kind {
     Idp(&'static str),
     /// The gateway is not ready (OIDC discovery not loaded yet).
     NotReady,
-    /// The access token expired and the IdP cannot be reached to refresh it.
-    RefreshUnavailable,
+    /// The access token expired and refreshing it failed; says what failed.
+    RefreshUnavailable(&'static str),
     /// A bug or a broken invariant on our side.
     Internal,
 }
@@ -60,7 +60,7 @@ impl Error {
             Kind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Kind::UpstreamUnavailable | Kind::Idp(_) => StatusCode::BAD_GATEWAY,
             Kind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Kind::NotReady | Kind::RefreshUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::NotReady | Kind::RefreshUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,9 +77,7 @@ impl Error {
             Kind::UpstreamTimeout => "the upstream did not answer in time",
             Kind::Idp(why) => why,
             Kind::NotReady => "the gateway is starting: identity provider not loaded yet",
-            Kind::RefreshUnavailable => {
-                "your session needs renewing but the identity provider cannot be reached; try again shortly"
-            }
+            Kind::RefreshUnavailable(why) => why,
             Kind::Internal => "internal error",
         }
     }

@@ -110,16 +110,20 @@ impl Auth {
             .is_some_and(|at| at <= now());
         let Some(client) = self.oidc.get() else {
             return if expired {
-                Err(Error::new(Kind::RefreshUnavailable))
+                Err(Error::new(Kind::NotReady))
             } else {
                 Ok(Some(loaded.session.clone()))
             };
         };
-        match &*self.refresher.refresh(loaded, client, &self.sessions).await {
-            Refreshed::Fresh(session) => Ok(Some((**session).clone())),
+        match self
+            .refresher
+            .refresh(&loaded.id, &loaded.session, client, &self.sessions)
+            .await
+        {
+            Refreshed::Fresh(session) => Ok(Some(*session)),
             Refreshed::Ended => Ok(None),
-            Refreshed::Unavailable if !expired => Ok(Some(loaded.session.clone())),
-            Refreshed::Unavailable => Err(Error::new(Kind::RefreshUnavailable)),
+            Refreshed::Unavailable(_) if !expired => Ok(Some(loaded.session.clone())),
+            Refreshed::Unavailable(why) => Err(Error::new(Kind::RefreshUnavailable(why.message()))),
         }
     }
 

@@ -2,6 +2,7 @@
 //! request path lives in `gateway`, the listeners in `server`.
 #![forbid(unsafe_code)]
 
+pub mod client_key;
 pub mod config;
 pub mod demo;
 pub mod endpoints;

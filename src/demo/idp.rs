@@ -104,6 +104,21 @@ impl DevIdp {
         }))
     }
 
+    /// Tests: a live refresh token for `user`, as a completed login would have left.
+    #[cfg(test)]
+    pub(crate) fn refresh_token_for(&self, user: &str) -> String {
+        let token = random(32);
+        self.state().refresh.insert(
+            token.clone(),
+            RefreshGrant {
+                user: user.into(),
+                sid: random(8),
+                client_id: self.client_id.clone(),
+            },
+        );
+        token
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         match self.state.lock() {
             Ok(s) => s,

@@ -4,7 +4,7 @@
 //! runs in front of the dashboard.
 
 mod dashboard;
-mod idp;
+pub(crate) mod idp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -11,6 +11,7 @@ use super::{page, query_params, single};
 use crate::errors::{Error, Kind};
 use crate::gateway::{Auth, RequestInfo};
 use crate::oidc::login::PendingLogin;
+use crate::oidc::printable;
 use crate::proxy::Body;
 use crate::secret::constant_time_eq;
 use crate::session::model::{now, now_ms};
@@ -82,6 +83,19 @@ async fn complete(
         return Err(unknown());
     }
 
+    // The IdP's own words on a failed authorization, logged whatever happens next (even
+    // when the response is refused below): the operator needs them to fix e.g. a scope.
+    let idp_error = single(params, "error")?;
+    if let Some(error) = idp_error {
+        let description = single(params, "error_description")?.unwrap_or("");
+        tracing::warn!(
+            event = "authorization_error",
+            idp_error = %printable(error, 64),
+            idp_error_description = %printable(description, 300),
+            "the identity provider answered the authorization request with an error"
+        );
+    }
+
     // RFC 9207 §2.4: when the IdP promises `iss`, it must be there and be this issuer —
     // on error responses too.
     match single(params, "iss")? {
@@ -99,14 +113,13 @@ async fn complete(
         None => {}
     }
 
-    if let Some(error) = single(params, "error")? {
+    if let Some(error) = idp_error {
         let code: String = error
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
             .take(64)
             .collect();
         crate::metrics::get().login("failed", "idp_error_response");
-        tracing::info!(event = "login_failed", idp_error = %code, "identity provider returned an error");
         let message = format!(
             "The identity provider did not sign you in (error: {code}). You can try again."
         );
@@ -133,12 +146,12 @@ async fn complete(
     }
     let now = now();
     let session = Session {
-        sub: tokens.claims.sub,
-        email: tokens.claims.email,
-        name: tokens.claims.name,
-        groups: tokens.claims.groups,
-        claims: tokens.claims.claims,
-        sid: tokens.claims.sid,
+        sub: tokens.sub,
+        email: tokens.profile.email,
+        name: tokens.profile.name,
+        groups: tokens.profile.groups,
+        claims: tokens.profile.claims,
+        sid: tokens.sid,
         access_token: tokens.access_token,
         access_expires_at: tokens.access_expires_at,
         refresh_token: tokens.refresh_token,

@@ -45,9 +45,9 @@ impl OidcClient {
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &key, &v)
             .map_err(|_| invalid("signature, issuer, audience or time check failed"))?
             .claims;
-        let groups = super::id_token::groups_from(&claims.other, &self.groups_claim);
+        let groups = super::claims::groups_from(&claims.other, &self.groups_claim);
         Ok(ApiIdentity {
-            claims: super::id_token::claims_from(&claims.other, &self.policy_claims),
+            claims: super::claims::claims_from(&claims.other, &self.policy_claims),
             sub: claims.sub,
             email: claims.email,
             groups,

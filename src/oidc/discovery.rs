@@ -28,6 +28,12 @@ pub struct Metadata {
     pub id_token_signing_alg_values_supported: Vec<String>,
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub userinfo_signing_alg_values_supported: Vec<String>,
+    /// OIDC Discovery §3: RECOMMENDED; when present, the gateway requests nothing else
+    /// that it knows the IdP refuses (`offline_access`).
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
     /// RFC 9207 §3: the IdP puts `iss` in every authorization response.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,

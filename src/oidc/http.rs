@@ -30,6 +30,18 @@ impl IdpHttp {
         endpoint: &'static str,
         what: &'static str,
     ) -> Result<T, Error> {
+        self.get_json_with_headers(url, endpoint, what)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// `get_json`, also returning the response headers (e.g. `Cache-Control`).
+    pub async fn get_json_with_headers<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        endpoint: &'static str,
+        what: &'static str,
+    ) -> Result<(T, http::HeaderMap), Error> {
         let req = http::Request::get(url.as_str())
             .header(http::header::ACCEPT, "application/json")
             .body(proxy::empty())
@@ -41,7 +53,10 @@ impl IdpHttp {
                 format!("{url} answered {}", resp.status()),
             ));
         }
-        serde_json::from_slice(resp.body()).map_err(|e| Error::with_source(Kind::Idp(what), e))
+        let (parts, body) = resp.into_parts();
+        serde_json::from_slice(&body)
+            .map(|value| (value, parts.headers))
+            .map_err(|e| Error::with_source(Kind::Idp(what), e))
     }
 
     /// Sends a request the gateway built itself (e.g. RFC 7009 revocation).
@@ -88,12 +103,8 @@ impl IdpHttp {
     /// Executes a request built by the `oauth2` crate.
     pub async fn execute(&self, req: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, Error> {
         let (parts, body) = req.into_parts();
-        // The oauth2 crate calls the token endpoint (a grant) or the revocation endpoint.
-        let endpoint = if body.windows(11).any(|w| w == b"grant_type=") {
-            "token"
-        } else {
-            "revocation"
-        };
+        // The oauth2 crate only calls the token endpoint (revocation is built in-house).
+        let endpoint = "token";
         let req = http::Request::from_parts(parts, proxy::full(body));
         let resp = self.execute_request(req, endpoint).await?;
         Ok(resp.map(|b| b.to_vec()))

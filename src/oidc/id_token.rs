@@ -2,8 +2,6 @@
 //! asymmetric algorithms only (never `none`, never HMAC), `iss`, `aud`, `azp`, `exp`, `iat`
 //! with a small leeway, and `nonce` against the one sent with this login.
 
-use std::collections::BTreeMap;
-
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
@@ -61,9 +59,6 @@ struct RawClaims {
     azp: Option<String>,
     nonce: Option<String>,
     sid: Option<String>,
-    email: Option<String>,
-    name: Option<String>,
-    preferred_username: Option<String>,
     #[serde(flatten)]
     other: serde_json::Map<String, serde_json::Value>,
 }
@@ -72,12 +67,9 @@ struct RawClaims {
 #[derive(Debug, Clone)]
 pub struct IdClaims {
     pub sub: String,
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub groups: Vec<String>,
     pub sid: Option<String>,
-    /// The claims named in `allow_claims` rules, as strings.
-    pub claims: BTreeMap<String, Vec<String>>,
+    /// The other claims, for `Profile` (and `Wanted::missing_from`).
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 pub struct Expectations<'a> {
@@ -86,9 +78,6 @@ pub struct Expectations<'a> {
     pub algorithms: &'a [Algorithm],
     /// The login's nonce; `None` for ID tokens from a refresh, which need not carry one.
     pub nonce: Option<&'a str>,
-    pub groups_claim: &'a str,
-    /// Claims to keep for policies.
-    pub policy_claims: &'a [String],
 }
 
 fn invalid(reason: impl Into<crate::errors::BoxError>) -> Error {
@@ -133,54 +122,11 @@ pub async fn validate(
             None => return Err(invalid("nonce missing")),
         }
     }
-    let groups = groups_from(&c.other, want.groups_claim);
-    let claims = claims_from(&c.other, want.policy_claims);
     Ok(IdClaims {
-        claims,
         sub: c.sub,
-        email: c.email,
-        name: c.name.or(c.preferred_username),
-        groups,
         sid: c.sid,
+        other: c.other,
     })
-}
-
-/// The named claims as lists of strings (a string, number or bool is a one-item list).
-pub fn claims_from(
-    claims: &serde_json::Map<String, serde_json::Value>,
-    names: &[String],
-) -> BTreeMap<String, Vec<String>> {
-    use serde_json::Value;
-    let text = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
-        _ => None,
-    };
-    names
-        .iter()
-        .filter_map(|name| {
-            let values: Vec<String> = match claims.get(name)? {
-                Value::Array(items) => items.iter().filter_map(text).collect(),
-                other => text(other).into_iter().collect(),
-            };
-            Some((name.clone(), values))
-        })
-        .collect()
-}
-
-/// The groups claim: a list of strings, or a single string.
-pub fn groups_from(
-    claims: &serde_json::Map<String, serde_json::Value>,
-    claim: &str,
-) -> Vec<String> {
-    match claims.get(claim) {
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        Some(serde_json::Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
-    }
 }
 
 #[cfg(test)]

@@ -3,13 +3,13 @@
 //! URL; `PendingLogin::complete` consumes it, so one login can be completed only once.
 
 use oauth2::TokenResponse as _;
-use oauth2::{
-    AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RequestTokenError,
-};
+use oauth2::{AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::id_token::{self, Expectations, IdClaims};
+use super::claims::Profile;
+use super::id_token::{self, Expectations};
+use super::token_error::{classify, TokenFailure};
 use super::OidcClient;
 use crate::errors::{Error, Kind};
 use crate::secret::Secret;
@@ -34,9 +34,11 @@ impl std::fmt::Debug for PendingLogin {
     }
 }
 
-/// Everything the token endpoint gave us, validated.
+/// Everything the token endpoint (and userinfo) gave us, validated.
 pub struct TokenSet {
-    pub claims: IdClaims,
+    pub sub: String,
+    pub sid: Option<String>,
+    pub profile: Profile,
     pub access_token: Secret,
     pub access_expires_at: Option<UnixTime>,
     pub refresh_token: Option<Secret>,
@@ -89,25 +91,34 @@ fn random_state() -> CsrfToken {
 }
 
 impl PendingLogin {
-    /// Exchanges the code with this login's verifier, then validates the ID token against
-    /// this login's nonce (OIDC Core §3.1.3.7).
+    /// Exchanges the code with this login's verifier, validates the ID token against this
+    /// login's nonce (OIDC Core §3.1.3.7), then completes the identity from userinfo when
+    /// `oidc.userinfo` asks for it. Any failure fails the login: never a session with a
+    /// partial identity.
     pub async fn complete(self, code: String, client: &OidcClient) -> Result<TokenSet, Error> {
-        let resp = client
+        let mut request = client
             .oauth
             .exchange_code(AuthorizationCode::new(code))
-            .set_pkce_verifier(PkceCodeVerifier::new(self.verifier))
+            .set_pkce_verifier(PkceCodeVerifier::new(self.verifier));
+        for (name, value) in client.auth_params()? {
+            request = request.add_extra_param(name, value);
+        }
+        let resp = request
             .request_async(&client.http)
             .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r) => Error::with_source(
+            .map_err(|e| match classify(e) {
+                TokenFailure::ClientRefused(why) => {
+                    Error::with_source(Kind::Idp(CLIENT_REFUSED), why)
+                }
+                TokenFailure::Unreachable(why) => Error::with_source(
+                    Kind::Idp("the identity provider's token endpoint failed"),
+                    why,
+                ),
+                TokenFailure::InvalidGrant(why) | TokenFailure::Refused(why) => Error::with_source(
                     Kind::BadRequest(
                         "the identity provider rejected the login; please sign in again",
                     ),
-                    format!("token endpoint error: {}", r.error()),
-                ),
-                other => Error::with_source(
-                    Kind::Idp("the identity provider's token endpoint failed"),
-                    other.to_string(),
+                    why,
                 ),
             })?;
         let id_token = resp.extra_fields().id_token.clone().ok_or_else(|| {
@@ -124,14 +135,20 @@ impl PendingLogin {
                 client_id: &client.client_id,
                 algorithms: &client.algorithms,
                 nonce: Some(&self.nonce),
-                groups_claim: &client.groups_claim,
-                policy_claims: &client.policy_claims,
             },
         )
         .await?;
+        let access_token = Secret::new(resp.access_token().secret().clone());
+        let mut profile = Profile::from_claims(&claims.other, client.wanted());
+        if client.wants_userinfo(client.wanted().missing_from(&claims.other), false) {
+            let userinfo = client.userinfo(&access_token, &claims.sub).await?;
+            profile.overlay(&userinfo, client.wanted());
+        }
         Ok(TokenSet {
-            claims,
-            access_token: Secret::new(resp.access_token().secret().clone()),
+            sub: claims.sub,
+            sid: claims.sid,
+            profile,
+            access_token,
             access_expires_at: resp.expires_in().map(|d| now() + d.as_secs()),
             refresh_token: resp
                 .refresh_token()
@@ -140,3 +157,7 @@ impl PendingLogin {
         })
     }
 }
+
+/// The page text when the IdP refuses the gateway's own client authentication: the user
+/// can do nothing about it, the operator needs to know where to look.
+pub const CLIENT_REFUSED: &str = "the identity provider refused this gateway's own client credentials (invalid_client): the gateway's operator must check oidc.client_id and the client secret or key";

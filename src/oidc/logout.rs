@@ -6,7 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
-use super::OidcClient;
+use super::{ClientAuth, OidcClient};
 use crate::errors::{Error, Kind};
 use crate::secret::Secret;
 
@@ -28,6 +28,15 @@ struct LogoutClaims {
     iat: Option<u64>,
     nonce: Option<serde_json::Value>,
     events: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Why the revocation request could not be built.
+#[derive(Debug, thiserror::Error)]
+enum RevocationRequestError {
+    #[error("client authentication: {0}")]
+    Auth(Error),
+    #[error(transparent)]
+    Http(http::Error),
 }
 
 fn invalid(reason: &'static str) -> Error {
@@ -58,6 +67,8 @@ impl OidcClient {
             }
             Ok(resp) => tracing::warn!(
                 status = resp.status().as_u16(),
+                // RFC 7009 §2.2.1: an OAuth error body, e.g. invalid_client.
+                idp_error = %super::printable(&String::from_utf8_lossy(resp.body()), 200),
                 "the IdP refused to revoke the refresh token"
             ),
             Err(e) => tracing::warn!(error = %e, "revoking the refresh token at the IdP failed"),
@@ -68,7 +79,7 @@ impl OidcClient {
         &self,
         endpoint: &Url,
         token: &Secret,
-    ) -> Result<http::Request<crate::proxy::Body>, http::Error> {
+    ) -> Result<http::Request<crate::proxy::Body>, RevocationRequestError> {
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("token", token.expose())
             .append_pair("token_type_hint", "refresh_token");
@@ -79,8 +90,11 @@ impl OidcClient {
             )
             .header(http::header::ACCEPT, "application/json");
         // Client authentication as at the token endpoint (RFC 7009 §2.1, RFC 6749 §2.3.1).
-        match (&self.client_secret, self.auth_in_body) {
-            (Some(secret), false) => {
+        match &self.auth {
+            ClientAuth::Secret {
+                secret,
+                in_body: false,
+            } => {
                 let enc = |s: &str| {
                     url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
                 };
@@ -91,15 +105,23 @@ impl OidcClient {
                 ));
                 request = request.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
             }
-            (Some(secret), true) => {
+            ClientAuth::Secret {
+                secret,
+                in_body: true,
+            } => {
                 form.append_pair("client_id", &self.client_id)
                     .append_pair("client_secret", secret.expose());
             }
-            (None, _) => {
+            ClientAuth::None | ClientAuth::PrivateKeyJwt(_) => {
                 form.append_pair("client_id", &self.client_id);
             }
         }
-        request.body(crate::proxy::full(form.finish()))
+        for (name, value) in self.auth_params().map_err(RevocationRequestError::Auth)? {
+            form.append_pair(name, &value);
+        }
+        request
+            .body(crate::proxy::full(form.finish()))
+            .map_err(RevocationRequestError::Http)
     }
 
     /// The IdP's `end_session_endpoint` with `id_token_hint`, `client_id` and

@@ -3,6 +3,7 @@
 //! requests that need a login get 503 too.
 
 pub mod access_token;
+pub mod claims;
 pub mod discovery;
 pub mod http;
 pub mod id_token;
@@ -10,6 +11,8 @@ pub mod jwks;
 pub mod login;
 pub mod logout;
 pub mod refresh;
+pub mod token_error;
+pub mod userinfo;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +30,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::config::{OidcConfig, TokenAuthMethod};
+use crate::client_key::{ClientKey, ASSERTION_TYPE};
+use crate::config::{OidcConfig, TokenAuthMethod, UserinfoMode};
 use crate::errors::{Error, Kind};
 use crate::secret::Secret;
+use claims::Wanted;
 use discovery::Metadata;
 use http::IdpHttp;
 use jwks::Jwks;
@@ -57,6 +62,16 @@ type OAuthClient = oauth2::Client<
     EndpointSet,
 >;
 
+/// How the gateway authenticates itself at the token and revocation endpoints.
+enum ClientAuth {
+    /// A public client: only `client_id` in the body.
+    None,
+    /// `client_secret_basic` (in the `Authorization` header) or `client_secret_post`.
+    Secret { secret: Secret, in_body: bool },
+    /// `private_key_jwt`: a fresh signed assertion per call (RFC 7523 §2.2).
+    PrivateKeyJwt(Arc<ClientKey>),
+}
+
 /// A discovered, ready-to-use OIDC client.
 pub struct OidcClient {
     pub metadata: Metadata,
@@ -70,9 +85,8 @@ pub struct OidcClient {
     api_audience: Option<String>,
     policy_claims: Vec<String>,
     extra_authorize_params: Vec<(String, String)>,
-    /// For requests built without the `oauth2` crate (revocation).
-    client_secret: Option<Secret>,
-    auth_in_body: bool,
+    userinfo: UserinfoMode,
+    auth: ClientAuth,
 }
 
 impl OidcClient {
@@ -89,25 +103,17 @@ impl OidcClient {
             .set_auth_uri(AuthUrl::from_url(metadata.authorization_endpoint.clone()))
             .set_token_uri(TokenUrl::from_url(metadata.token_endpoint.clone()))
             .set_redirect_uri(RedirectUrl::new(redirect_uri.to_string()).map_err(bad)?);
-        let mut auth_in_body = false;
-        if let Some(secret) = &cfg.client_secret {
-            oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().to_string()));
-            // RFC 8414 §2: the default is client_secret_basic; use post only if basic is
-            // absent, unless the operator chose.
-            let methods = metadata.token_endpoint_auth_methods_supported.as_deref();
-            let basic = methods.is_none_or(|m| m.iter().any(|x| x == "client_secret_basic"));
-            let post = methods.is_some_and(|m| m.iter().any(|x| x == "client_secret_post"));
-            let use_post = match cfg.token_endpoint_auth_method {
-                Some(TokenAuthMethod::ClientSecretPost) => true,
-                Some(TokenAuthMethod::ClientSecretBasic) => false,
-                None => !basic && post,
-            };
-            auth_in_body = use_post;
-            oauth = oauth.set_auth_type(if use_post {
-                AuthType::RequestBody
-            } else {
-                AuthType::BasicAuth
-            });
+        let auth = client_auth(cfg, &metadata);
+        // Without a secret the oauth2 crate sends client_id in the body; private_key_jwt
+        // adds its assertion per request (see `auth_params`).
+        if let ClientAuth::Secret { secret, in_body } = &auth {
+            oauth = oauth
+                .set_client_secret(ClientSecret::new(secret.expose().to_string()))
+                .set_auth_type(if *in_body {
+                    AuthType::RequestBody
+                } else {
+                    AuthType::BasicAuth
+                });
         }
         let algorithms =
             id_token::allowed_algorithms(&metadata.id_token_signing_alg_values_supported);
@@ -117,14 +123,23 @@ impl OidcClient {
                 "the identity provider signs ID tokens with no algorithm the gateway accepts",
             ));
         }
+        if cfg.userinfo == UserinfoMode::Always && metadata.userinfo_endpoint.is_none() {
+            return Err(Error::with_source(
+                Kind::Idp("OIDC discovery failed"),
+                "oidc.userinfo = \"always\" but the identity provider advertises no userinfo_endpoint",
+            ));
+        }
         Ok(OidcClient {
+            scopes: requested_scopes(&cfg.scopes, metadata.scopes_supported.as_deref())
+                .into_iter()
+                .map(Scope::new)
+                .collect(),
             metadata,
             client_id: cfg.client_id.clone(),
             oauth,
             http,
             jwks,
             algorithms,
-            scopes: cfg.scopes.iter().cloned().map(Scope::new).collect(),
             groups_claim: cfg.groups_claim.clone(),
             api_audience: cfg.api_audience.clone(),
             policy_claims: cfg.policy_claims.clone(),
@@ -133,10 +148,83 @@ impl OidcClient {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            client_secret: cfg.client_secret.clone(),
-            auth_in_body,
+            userinfo: cfg.userinfo,
+            auth,
         })
     }
+
+    /// The claims the gateway needs from the IdP.
+    fn wanted(&self) -> Wanted<'_> {
+        Wanted {
+            groups_claim: &self.groups_claim,
+            policy_claims: &self.policy_claims,
+        }
+    }
+
+    /// The body parameters that authenticate the client beyond what the `oauth2` crate
+    /// sends (`private_key_jwt`: a fresh assertion whose `aud` is the token endpoint, on
+    /// token, refresh and revocation calls alike).
+    fn auth_params(&self) -> Result<Vec<(&'static str, String)>, Error> {
+        match &self.auth {
+            ClientAuth::PrivateKeyJwt(key) => {
+                let assertion = key
+                    .assertion(
+                        &self.client_id,
+                        self.metadata.token_endpoint.as_str(),
+                        crate::session::model::now(),
+                    )
+                    .map_err(|e| Error::with_source(Kind::Internal, e))?;
+                Ok(vec![
+                    ("client_assertion_type", ASSERTION_TYPE.to_string()),
+                    ("client_assertion", assertion),
+                ])
+            }
+            ClientAuth::None | ClientAuth::Secret { .. } => Ok(Vec::new()),
+        }
+    }
+}
+
+/// The client authentication to use: the operator's choice, else (RFC 8414 §2) the
+/// default `client_secret_basic`, or post when the IdP lists post but not basic.
+fn client_auth(cfg: &OidcConfig, metadata: &Metadata) -> ClientAuth {
+    if let Some(key) = &cfg.client_key {
+        return ClientAuth::PrivateKeyJwt(key.clone());
+    }
+    let Some(secret) = cfg.client_secret.clone() else {
+        return ClientAuth::None;
+    };
+    let methods = metadata.token_endpoint_auth_methods_supported.as_deref();
+    let basic = methods.is_none_or(|m| m.iter().any(|x| x == "client_secret_basic"));
+    let post = methods.is_some_and(|m| m.iter().any(|x| x == "client_secret_post"));
+    let in_body = match cfg.token_endpoint_auth_method {
+        Some(TokenAuthMethod::ClientSecretPost) => true,
+        Some(TokenAuthMethod::ClientSecretBasic) => false,
+        _ => !basic && post,
+    };
+    ClientAuth::Secret { secret, in_body }
+}
+
+/// The configured scopes, less `offline_access` when the IdP lists the scopes it
+/// supports without it: requesting it there is an `invalid_scope` error, and without
+/// it the session simply ends when the access token does.
+fn requested_scopes(configured: &[String], supported: Option<&[String]>) -> Vec<String> {
+    let offered = |s: &str| supported.is_none_or(|list| list.iter().any(|x| x == s));
+    if configured.iter().any(|s| s == "offline_access") && !offered("offline_access") {
+        tracing::warn!(
+            "the identity provider does not list offline_access in scopes_supported: not requesting it (no refresh tokens; sessions end with the first access token)"
+        );
+    }
+    configured
+        .iter()
+        .filter(|s| s.as_str() != "offline_access" || offered("offline_access"))
+        .cloned()
+        .collect()
+}
+
+/// `text` cut to `max` characters with control characters dropped, for logging what an
+/// IdP (or a URL claiming to come from one) said.
+pub fn printable(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// The OIDC client once discovery has succeeded; empty until then.
