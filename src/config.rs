@@ -1178,6 +1178,93 @@ mod tests {
         Config::from_toml_with_env(text, &CliOverrides::default())
     }
 
+    /// A config with `[oidc]` plus `extra` keys in it, and a `[session]`.
+    fn with_oidc(extra: &str) -> Result<Config, ConfigError> {
+        load(&format!(
+            "[oidc]\nissuer = \"http://127.0.0.1:1\"\nclient_id = \"c\"\n{extra}\n[session]\nsecret = \"0123456789abcdef0123456789abcdef\"\ncookie_secure = false\n"
+        ))
+    }
+
+    #[test]
+    fn userinfo_defaults_to_auto_and_takes_the_three_modes() {
+        assert_eq!(
+            with_oidc("").unwrap().oidc.unwrap().userinfo,
+            UserinfoMode::Auto
+        );
+        for (text, mode) in [
+            ("always", UserinfoMode::Always),
+            ("never", UserinfoMode::Never),
+        ] {
+            let cfg = with_oidc(&format!("userinfo = \"{text}\"\n")).unwrap();
+            assert_eq!(cfg.oidc.unwrap().userinfo, mode);
+        }
+        let err = with_oidc("userinfo = \"sometimes\"\n").unwrap_err();
+        assert_eq!(err.key, "oidc.userinfo", "{err}");
+    }
+
+    #[test]
+    fn private_key_jwt_needs_a_key_that_parses() {
+        let method = "token_endpoint_auth_method = \"private_key_jwt\"\n";
+        let err = with_oidc(method).unwrap_err();
+        assert_eq!(err.key, "oidc.client_key_file", "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = with_oidc(&format!("{method}client_key_file = {:?}\n", junk)).unwrap_err();
+        assert_eq!(err.key, "oidc.client_key_file", "{err}");
+        assert!(err.to_string().contains("junk.pem"), "{err}");
+
+        let missing = dir.path().join("absent.pem");
+        let err = with_oidc(&format!("{method}client_key_file = {:?}\n", missing)).unwrap_err();
+        assert_eq!(err.key, "oidc.client_key_file", "{err}");
+
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let der = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der.as_ref());
+        let good = dir.path().join("client.pem");
+        std::fs::write(
+            &good,
+            format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n"),
+        )
+        .unwrap();
+        let cfg = with_oidc(&format!(
+            "{method}client_key_file = {:?}\nclient_key_id = \"k1\"\n",
+            good
+        ))
+        .unwrap();
+        let key = cfg.oidc.unwrap().client_key.unwrap();
+        assert_eq!((key.alg(), key.kid()), ("ES256", "k1"));
+
+        // A key without the method, or a secret with it, is a contradiction.
+        let err = with_oidc(&format!("client_key_file = {:?}\n", good)).unwrap_err();
+        assert_eq!(err.key, "oidc.token_endpoint_auth_method", "{err}");
+        let err = with_oidc(&format!(
+            "{method}client_key_file = {:?}\nclient_secret = \"s\"\n",
+            good
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "oidc.client_secret", "{err}");
+    }
+
+    #[test]
+    fn secret_methods_need_a_secret_and_none_refuses_one() {
+        let err = with_oidc("token_endpoint_auth_method = \"client_secret_post\"\n").unwrap_err();
+        assert_eq!(err.key, "oidc.client_secret", "{err}");
+        let err = with_oidc("token_endpoint_auth_method = \"none\"\nclient_secret = \"s\"\n")
+            .unwrap_err();
+        assert_eq!(err.key, "oidc.client_secret", "{err}");
+        assert!(with_oidc("token_endpoint_auth_method = \"none\"\n").is_ok());
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let err = load("[server]\nlisen = \"127.0.0.1:1\"\n").unwrap_err();
