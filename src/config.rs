@@ -12,6 +12,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::client_key::ClientKey;
+use crate::net::Cidr;
 use crate::secret::Secret;
 
 /// A configuration problem: which key, and why. Printed as `key: reason`.
@@ -65,6 +66,14 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_uri_length: usize,
     pub trust_forwarded_headers: bool,
+    /// Peers whose forward-auth descriptions and (with `trust_forwarded_headers`)
+    /// `X-Forwarded-*`/`Forwarded` headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Client request headers never passed upstream, besides the identity families;
+    /// lowercase with `_` read as `-`.
+    pub strip_request_headers: Vec<String>,
+    /// Drop every client request header with `_` in its name (as nginx does).
+    pub drop_underscore_headers: bool,
     /// Hosts that `rd` and post-logout targets may name in absolute URLs.
     pub allowed_redirect_hosts: Vec<String>,
     /// A separate listener for `/metrics` (else it is served on the main listener).
@@ -225,6 +234,8 @@ pub struct RouteConfig {
     /// Methods for which `skip_auth_paths` apply (all when empty); with no paths, requests
     /// with these methods need no login (e.g. CORS preflight `OPTIONS`).
     pub methods: Vec<http::Method>,
+    /// Accept `%2F` inside a path segment (APIs that need it); never around a dot segment.
+    pub allow_encoded_slashes: bool,
 }
 
 // ---- raw, as written by the operator ----
@@ -276,6 +287,9 @@ struct RawServer {
     max_header_bytes: Option<usize>,
     max_uri_length: Option<usize>,
     trust_forwarded_headers: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
+    strip_request_headers: Option<Vec<String>>,
+    drop_underscore_headers: Option<bool>,
     allowed_redirect_hosts: Option<Vec<String>>,
     metrics_listen: Option<String>,
 }
@@ -341,6 +355,7 @@ struct RawRoute {
     policy: RawPolicy,
     skip_auth_paths: Option<Vec<String>>,
     methods: Option<Vec<String>>,
+    allow_encoded_slashes: Option<bool>,
 }
 
 /// Authorization request parameters the PKCE login sets itself.
@@ -379,6 +394,8 @@ impl Config {
                     .list_separator(",")
                     .with_list_parse_key("oidc.scopes")
                     .with_list_parse_key("server.allowed_redirect_hosts")
+                    .with_list_parse_key("server.trusted_proxies")
+                    .with_list_parse_key("server.strip_request_headers")
                     // PORTCULLIS__SESSION__SECRET=new,old rotates like a TOML list.
                     .with_list_parse_key("session.secret")
                     .try_parsing(true),
@@ -685,6 +702,28 @@ impl RawServer {
             max_header_bytes,
             max_uri_length,
             trust_forwarded_headers: self.trust_forwarded_headers.unwrap_or(false),
+            trusted_proxies: self
+                .trusted_proxies
+                .unwrap_or_else(|| vec!["127.0.0.1/32".into(), "::1/128".into()])
+                .iter()
+                .map(|c| Cidr::parse(c).map_err(|e| ConfigError::new("server.trusted_proxies", e)))
+                .collect::<Result<_, _>>()?,
+            strip_request_headers: self
+                .strip_request_headers
+                .unwrap_or_default()
+                .iter()
+                .map(|name| {
+                    http::HeaderName::from_bytes(name.trim().as_bytes())
+                        .map(|n| n.as_str().replace('_', "-"))
+                        .map_err(|_| {
+                            ConfigError::new(
+                                "server.strip_request_headers",
+                                format!("{name:?} is not a header name"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+            drop_underscore_headers: self.drop_underscore_headers.unwrap_or(true),
             allowed_redirect_hosts: validate_redirect_hosts(self.allowed_redirect_hosts)?,
             metrics_listen: self
                 .metrics_listen
@@ -959,7 +998,10 @@ impl RawRoute {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RouteConfig {
             host,
-            path: crate::routes::normalize_path(&path).into_owned(),
+            path: crate::path::canonicalize(&path)
+                .map_err(|why| ConfigError::new(key("path"), format!("{path:?}: {why}")))?
+                .path
+                .into_owned(),
             upstream,
             public: self.public.unwrap_or(false),
             preserve_host: self.preserve_host.unwrap_or(false),
@@ -967,6 +1009,7 @@ impl RawRoute {
             policy,
             skip_auth_paths,
             methods,
+            allow_encoded_slashes: self.allow_encoded_slashes.unwrap_or(false),
         })
     }
 }
@@ -1050,6 +1093,10 @@ impl std::fmt::Display for Config {
         writeln!(f, "max_header_bytes = {}", s.max_header_bytes)?;
         writeln!(f, "max_uri_length = {}", s.max_uri_length)?;
         writeln!(f, "trust_forwarded_headers = {}", s.trust_forwarded_headers)?;
+        let proxies: Vec<String> = s.trusted_proxies.iter().map(|c| c.to_string()).collect();
+        writeln!(f, "trusted_proxies = {proxies:?}")?;
+        writeln!(f, "strip_request_headers = {:?}", s.strip_request_headers)?;
+        writeln!(f, "drop_underscore_headers = {}", s.drop_underscore_headers)?;
         writeln!(f, "allowed_redirect_hosts = {:?}", s.allowed_redirect_hosts)?;
         if let Some(m) = s.metrics_listen {
             writeln!(f, "metrics_listen = \"{m}\"")?;
@@ -1153,6 +1200,7 @@ impl std::fmt::Display for Config {
             writeln!(f, "skip_auth_paths = {paths:?}")?;
             let methods: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
             writeln!(f, "methods = {methods:?}")?;
+            writeln!(f, "allow_encoded_slashes = {}", r.allow_encoded_slashes)?;
         }
         Ok(())
     }

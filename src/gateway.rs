@@ -16,10 +16,11 @@ use crate::errors::{Error, Kind};
 use crate::metrics::RouteMetrics;
 use crate::oidc::refresh::{Refreshed, Refresher};
 use crate::oidc::{http::IdpHttp, Oidc};
+use crate::path;
 use crate::policy::{self, Decision, Permit};
-use crate::proxy::headers::{self, ClientConn};
+use crate::proxy::headers::{self, ClientConn, ClientHeaderRules};
 use crate::proxy::{Body, ForwardContext, Upstream};
-use crate::routes::{normalize_path, Route, RouteTable};
+use crate::routes::{Route, RouteTable};
 use crate::session::crypto::Keyring;
 use crate::session::login_cookie::LoginCookies;
 use crate::session::memory::MemoryStore;
@@ -154,6 +155,8 @@ pub struct Gateway {
     max_header_bytes: usize,
     max_uri_length: usize,
     trust_forwarded: bool,
+    trusted_proxies: Vec<crate::net::Cidr>,
+    client_headers: ClientHeaderRules,
     log_user: bool,
     /// Serve `/metrics` here (false when `server.metrics_listen` has its own listener).
     metrics_here: bool,
@@ -227,6 +230,11 @@ impl Gateway {
             max_header_bytes: server.max_header_bytes,
             max_uri_length: server.max_uri_length,
             trust_forwarded: server.trust_forwarded_headers,
+            trusted_proxies: server.trusted_proxies.clone(),
+            client_headers: ClientHeaderRules {
+                drop_underscore: server.drop_underscore_headers,
+                extra: server.strip_request_headers.clone(),
+            },
             log_user: config.log.log_user,
             metrics_here: server.metrics_listen.is_none(),
             own_metrics: crate::metrics::get().route("gateway"),
@@ -244,6 +252,11 @@ impl Gateway {
             }
             _ => false,
         }
+    }
+
+    /// Whether `peer` is in `server.trusted_proxies`.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
     }
 
     /// Ready when OIDC discovery (if configured) has loaded and the store answers.
@@ -306,7 +319,15 @@ impl Gateway {
         if headers::header_bytes(req.headers()) > self.max_header_bytes {
             return Err(Error::new(Kind::HeadersTooLarge));
         }
-        let path = normalize_path(uri.path());
+        // 0b. One host and one canonical path, or 400: what the gateway routes on must be
+        // what every upstream reads.
+        let host = crate::host::request_host(req.headers(), uri, req.version())
+            .map_err(|why| Error::new(Kind::BadRequest(why.0)))?;
+        let canonical = match path::canonicalize(uri.path()) {
+            Ok(c) => c,
+            Err(why) => return Ok(ambiguous_path(why, info, &req)),
+        };
+        let path = canonical.path;
 
         // 1. The gateway's own endpoints.
         if matches!(path.as_ref(), "/healthz" | "/readyz" | "/metrics")
@@ -337,14 +358,20 @@ impl Gateway {
             _ => {}
         }
 
-        // 2. Route by host and normalized path.
-        let host = request_host(&req);
+        // 2. Route by host and canonical path.
         let route = self
             .routes
             .match_request(host, &path)
             .ok_or_else(|| Error::new(Kind::NotFound))?;
         log.route = &route.name;
         log.metrics = &route.metrics;
+        if canonical.encoded_slash && !route.allow_encoded_slashes {
+            return Ok(ambiguous_path(
+                path::Ambiguous("encoded slash (the route does not allow_encoded_slashes)"),
+                info,
+                &req,
+            ));
+        }
 
         // 3–5. Who is asking, and may they pass?
         let permit = match &self.auth {
@@ -381,10 +408,11 @@ impl Gateway {
                 &permit,
                 ForwardContext {
                     route,
-                    normalized_path: &path,
+                    canonical_path: &path,
                     conn: &info.conn,
                     request_id: info.request_id_header,
-                    trust_forwarded: self.trust_forwarded,
+                    trust_forwarded: self.trust_forwarded && info.conn.trusted,
+                    client_headers: &self.client_headers,
                 },
             )
             .await;
@@ -526,12 +554,22 @@ fn invalid_token() -> Response<Body> {
     resp
 }
 
-/// `Host` (HTTP/1.1) or the URI authority (HTTP/2).
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+/// 400 for a path that servers could read differently, with an audit line: someone may
+/// be probing for a way past a public prefix.
+fn ambiguous_path<B>(
+    why: path::Ambiguous,
+    info: &RequestInfo<'_>,
+    req: &Request<B>,
+) -> Response<Body> {
+    tracing::info!(event = "ambiguous_path", request_id = info.request_id, peer = %info.conn.peer, reason = why.0, "request path refused");
+    if wants_html(req.headers()) {
+        return page::html_response(
+            StatusCode::BAD_REQUEST,
+            page::render("400 Bad Request", why.0, info.request_id),
+        );
+    }
+    let body = serde_json::json!({ "error": "ambiguous_path", "error_description": why.0 });
+    page::json_response(StatusCode::BAD_REQUEST, body.to_string())
 }
 
 /// A browser navigation: GET/HEAD that accepts HTML.

@@ -13,7 +13,7 @@ use http::Method;
 
 use crate::config::{ForwardAuthConfig, PolicyConfig};
 use crate::oidc::access_token::ApiIdentity;
-use crate::proxy::headers::{self as h, strip_identity};
+use crate::proxy::headers as h;
 use crate::routes::Route;
 use crate::session::Session;
 
@@ -192,10 +192,10 @@ const X_AUTH_REQUEST_ACCESS_TOKEN: HeaderName =
     HeaderName::from_static("x-auth-request-access-token");
 
 impl Permit {
-    /// Removes what a client could forge, then sets the gateway's own assertions. On a
-    /// public route the client's `Authorization` passes through (it is theirs, not ours).
+    /// Sets the gateway's own assertions (the client's copies are already gone: see
+    /// `ClientHeaderRules`). On a public route the client's `Authorization` passes through
+    /// (it is theirs, not ours); where the gateway sets it, it replaces the client's.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        strip_identity(headers);
         let Some(user) = &self.user else { return };
         headers.insert(header::AUTHORIZATION, user.bearer.clone());
         headers.insert(h::X_FORWARDED_USER, user.user.clone());

@@ -1,12 +1,8 @@
 //! Route matching, step 1 of the request path: which upstream serves this host and path.
 //!
-//! Matching runs on a normalized path (RFC 3986 §6.2.2): percent-encoded unreserved
-//! characters decoded, other escapes upper-cased, `.`/`..` segments resolved (§5.2.4),
-//! empty segments collapsed. An encoded slash `%2F` stays encoded and never splits a
-//! segment. The same normalized path is what the upstream receives, so the path the
-//! gateway authorized is the path the upstream serves.
-
-use std::borrow::Cow;
+//! Matching runs on the canonical path (`crate::path`): the same string the upstream then
+//! receives, so the path the gateway authorized is the path the upstream serves. An
+//! encoded slash `%2F` never splits a segment.
 
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
@@ -46,6 +42,8 @@ pub struct Route {
     pub policy: PolicyConfig,
     pub skip_auth_paths: Vec<regex::Regex>,
     pub methods: Vec<http::Method>,
+    /// Takes paths with `%2F` inside a segment (`route[i].allow_encoded_slashes`).
+    pub allow_encoded_slashes: bool,
     pub metrics: RouteMetrics,
 }
 
@@ -115,6 +113,7 @@ impl Route {
             policy: c.policy.clone(),
             skip_auth_paths: c.skip_auth_paths.clone(),
             methods: c.methods.clone(),
+            allow_encoded_slashes: c.allow_encoded_slashes,
         }
     }
 
@@ -152,133 +151,9 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// Normalizes a request path (without query) as described in the module docs.
-/// Returns the input unchanged (borrowed) in the common case where nothing needs doing.
-pub fn normalize_path(path: &str) -> Cow<'_, str> {
-    if !needs_normalizing(path) {
-        return Cow::Borrowed(path);
-    }
-    let mut segments: Vec<String> = Vec::new();
-    let mut trailing_slash = false;
-    for raw in path.split('/') {
-        if raw.is_empty() {
-            trailing_slash = true;
-            continue;
-        }
-        let segment = decode_unreserved(raw);
-        match segment.as_str() {
-            "." => trailing_slash = true,
-            ".." => {
-                segments.pop();
-                trailing_slash = true;
-            }
-            _ => {
-                segments.push(segment);
-                trailing_slash = false;
-            }
-        }
-    }
-    let mut out = String::with_capacity(path.len());
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
-    }
-    if trailing_slash || out.is_empty() {
-        out.push('/');
-    }
-    Cow::Owned(out)
-}
-
-fn needs_normalizing(path: &str) -> bool {
-    !path.starts_with('/')
-        || path.contains('%')
-        || path.contains("//")
-        || path.contains("/.")
-        || path.contains('\\')
-}
-
-/// Decodes `%XX` escapes of unreserved characters (RFC 3986 §2.3), upper-cases the hex of
-/// the others, and encodes a `%` that does not start a valid escape and a backslash (which
-/// some servers treat as `/`), so a segment can never grow a new separator.
-fn decode_unreserved(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = String::with_capacity(segment.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-                std::str::from_utf8(h)
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            });
-            match hex {
-                Some(v) if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
-                    out.push(v as char);
-                    i += 3;
-                }
-                Some(v) => {
-                    out.push_str(&format!("%{v:02X}"));
-                    i += 3;
-                }
-                None => {
-                    out.push_str("%25");
-                    i += 1;
-                }
-            }
-        } else if b == b'\\' {
-            out.push_str("%5C");
-            i += 1;
-        } else {
-            // Request targets are ASCII (hyper rejects others), so this is one char.
-            out.push(b as char);
-            i += 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalizes_dot_segments_and_slashes() {
-        for (input, want) in [
-            ("/", "/"),
-            ("/a/b", "/a/b"),
-            ("/a/../b", "/b"),
-            ("//b", "/b"),
-            ("/%2e%2e/b", "/b"),
-            ("/%2E%2e/%2e/b/", "/b/"),
-            ("/../../b", "/b"),
-            ("/a/./b/.", "/a/b/"),
-            ("/a/b/..", "/a/"),
-            ("/%62", "/b"),
-            ("/a%2Fb", "/a%2Fb"),
-            ("/a%2fb", "/a%2Fb"),
-            ("/a%2f..%2fb", "/a%2F..%2Fb"),
-            ("/a%zz", "/a%25zz"),
-            ("/a\\..\\b", "/a%5C..%5Cb"),
-            ("/a//b//", "/a/b/"),
-            ("", "/"),
-        ] {
-            assert_eq!(normalize_path(input), want, "input {input:?}");
-        }
-    }
-
-    #[test]
-    fn normalization_is_idempotent() {
-        for input in ["/a/../b", "/%2e%2e/x%2F", "/a%zz/", "//x/./y"] {
-            let once = normalize_path(input).into_owned();
-            assert_eq!(normalize_path(&once), once);
-        }
-    }
-
-    #[test]
-    fn common_paths_are_not_copied() {
-        assert!(matches!(normalize_path("/api/v1/items?"), Cow::Borrowed(_)));
-    }
 
     #[test]
     fn prefix_is_segment_aware() {
@@ -302,6 +177,7 @@ mod tests {
             policy: Default::default(),
             skip_auth_paths: Vec::new(),
             methods: Vec::new(),
+            allow_encoded_slashes: false,
         };
         RouteTable::new(&[
             route(Some("a.test"), "/", 1),

@@ -165,7 +165,7 @@ async fn serve_connection(
     gateway: Arc<Gateway>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let conn = ClientConn::new(peer.ip(), tls.is_some());
+    let conn = ClientConn::new(peer.ip(), tls.is_some(), gateway.trusts(peer.ip()));
     let service = service_fn(move |req| serve_one(gateway.clone(), req, conn.clone()));
     let result = match tls {
         None => {

@@ -5,6 +5,11 @@
 //! works without any upstream configured), with the same session refresh as proxied traffic.
 //! Answers: 202 with `X-Auth-Request-User/Email/Groups` (and, per `[forward_auth]`, the
 //! access token), 401 when not signed in, 403 when the policy denies.
+//!
+//! The description is believed only from a peer in `server.trusted_proxies`: anyone else
+//! could claim a public path for a protected request (the class of oauth2-proxy
+//! CVE-2026-40575). Without a trusted description the answer comes from the session and
+//! the `[policy]` defaults alone, with no path or method exemption, as oauth2-proxy does.
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
@@ -13,9 +18,11 @@ use hyper::body::Incoming;
 use super::page;
 use crate::errors::{Error, Kind};
 use crate::gateway::{forbidden, unauthorized, Auth, CurrentSession};
+use crate::path::canonicalize;
 use crate::policy::{self, Decision};
+use crate::proxy::headers::ClientConn;
 use crate::proxy::Body;
-use crate::routes::{normalize_path, RouteTable};
+use crate::routes::RouteTable;
 
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -47,10 +54,11 @@ fn split_original_url(value: &str) -> Option<(Option<String>, String)> {
     Some((host.filter(|h| !h.is_empty()), path.to_string()))
 }
 
-/// Reads nginx's `X-Original-URL` or Traefik's `X-Forwarded-Host/Uri/Method`. Fails
-/// closed: no description, an unusable one, or two that disagree are refused rather than
-/// read as `/` (which a public catch-all route would let through).
-fn original_request(headers: &HeaderMap) -> Result<Original, Error> {
+/// Reads nginx's `X-Original-URL` or Traefik's `X-Forwarded-Host/Uri/Method`: `None` when
+/// there is no description at all. Fails closed: an unusable description, or two that
+/// disagree, are refused rather than read as `/` (which a public catch-all route would let
+/// through).
+fn original_request(headers: &HeaderMap) -> Result<Option<Original>, Error> {
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let bad = |why: &'static str| Error::new(Kind::BadRequest(why));
     let method = match headers.get(&X_FORWARDED_METHOD) {
@@ -82,29 +90,48 @@ fn original_request(headers: &HeaderMap) -> Result<Original, Error> {
                 (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
                 _ => true,
             };
-            if !same_host || normalize_path(&n.1) != normalize_path(&t.1) {
+            let same_path = match (canonicalize(&n.1), canonicalize(&t.1)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => n.1 == t.1,
+            };
+            if !same_host || !same_path {
                 return Err(bad("X-Original-URL and X-Forwarded-Uri disagree"));
             }
             n
         }
         (Some(n), None) => n,
         (None, Some(t)) => t,
+        (None, None) if method.is_none() && !headers.contains_key(&X_FORWARDED_HOST) => {
+            return Ok(None)
+        }
         (None, None) => return Err(bad("forward-auth needs X-Original-URL or X-Forwarded-Uri")),
     };
     let host = host.or_else(|| text(&header::HOST).map(str::to_owned));
-    Ok(Original { host, path, method })
+    Ok(Some(Original { host, path, method }))
 }
 
 pub async fn handle(
     auth: &Auth,
     routes: &RouteTable,
     req: &Request<Incoming>,
+    conn: &ClientConn,
 ) -> Result<Response<Body>, Error> {
-    let original = original_request(req.headers())?;
-    let path = normalize_path(&original.path);
-    let route = routes.match_request(original.host.as_deref(), &path);
-    if route.is_some_and(|r| policy::skips_auth(r, original.method.as_ref(), &path)) {
-        return Ok(accepted());
+    let original = if conn.trusted {
+        original_request(req.headers())?
+    } else {
+        None
+    };
+    let mut route = None;
+    if let Some(original) = &original {
+        let bad = |why: &'static str| Error::new(Kind::BadRequest(why));
+        let canonical = canonicalize(&original.path).map_err(|why| bad(why.0))?;
+        route = routes.match_request(original.host.as_deref(), &canonical.path);
+        if canonical.encoded_slash && !route.is_some_and(|r| r.allow_encoded_slashes) {
+            return Err(bad("encoded slash in the original request's path"));
+        }
+        if route.is_some_and(|r| policy::skips_auth(r, original.method.as_ref(), &canonical.path)) {
+            return Ok(accepted());
+        }
     }
     let policy = route.map_or(&auth.global_policy, |r| &r.policy);
     let CurrentSession { loaded, ended } = auth.current_session(req.headers()).await?;
@@ -156,6 +183,7 @@ mod tests {
             "x-original-url",
             "https://app.test:8443/admin/x?y=1",
         )]))
+        .unwrap()
         .unwrap();
         assert_eq!(
             (o.host.as_deref(), o.path.as_str(), o.method),
@@ -166,6 +194,7 @@ mod tests {
             ("x-forwarded-uri", "/a/../admin?q"),
             ("x-forwarded-method", "POST"),
         ]))
+        .unwrap()
         .unwrap();
         assert_eq!(
             (o.host.as_deref(), o.path.as_str(), o.method),
@@ -181,13 +210,18 @@ mod tests {
             "http://app%/admin/x",
         ] {
             let h = HeaderMap::from_iter([(X_ORIGINAL_URL, HeaderValue::from_str(url).unwrap())]);
-            assert_eq!(original_request(&h).unwrap().path, "/admin/x", "{url}");
+            assert_eq!(
+                original_request(&h).unwrap().unwrap().path,
+                "/admin/x",
+                "{url}"
+            );
         }
     }
 
     #[test]
-    fn missing_or_conflicting_descriptions_are_refused() {
-        assert!(original_request(&HeaderMap::new()).is_err());
+    fn missing_descriptions_are_none_and_conflicting_ones_refused() {
+        assert!(original_request(&HeaderMap::new()).unwrap().is_none());
+        assert!(original_request(&headers(&[("x-forwarded-method", "GET")])).is_err());
         assert!(original_request(&headers(&[("x-original-url", "admin")])).is_err());
         assert!(original_request(&headers(&[
             ("x-original-url", "http://app.test/"),

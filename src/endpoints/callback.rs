@@ -14,6 +14,7 @@ use crate::oidc::login::PendingLogin;
 use crate::oidc::printable;
 use crate::proxy::Body;
 use crate::secret::constant_time_eq;
+use crate::session::login_cookie::is_issued_state;
 use crate::session::model::{now, now_ms};
 use crate::session::{crypto::SessionId, find_cookie, Session};
 
@@ -62,6 +63,11 @@ async fn complete(
     let oidc = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
     let state =
         state.ok_or_else(|| Error::new(Kind::BadRequest("the login response has no state")))?;
+    if !is_issued_state(state) {
+        return Err(Error::new(Kind::BadRequest(
+            "the login response's state is not one this gateway issues",
+        )));
+    }
     let unknown = || {
         Error::new(Kind::BadRequest(
             "unknown, expired or already used login; please sign in again",

@@ -30,11 +30,9 @@ pub async fn handle(
     let is_get = method == Method::GET || method == Method::HEAD;
     match path {
         "/oauth2/start" if is_get => start::handle(auth, &req),
-        "/oauth2/auth" if is_get => auth::handle(auth, routes, &req).await,
+        "/oauth2/auth" if is_get => auth::handle(auth, routes, &req, &info.conn).await,
         "/oauth2/callback" if is_get => Ok(callback::handle(auth, &req, info).await),
-        "/oauth2/sign_out" if is_get || method == Method::POST => {
-            sign_out::handle(auth, &req).await
-        }
+        "/oauth2/sign_out" if is_get || method == Method::POST => sign_out::handle(auth, req).await,
         "/oauth2/userinfo" if is_get => userinfo::handle(auth, &req).await,
         "/oauth2/backchannel-logout" if method == Method::POST => {
             backchannel_logout::handle(auth, req).await

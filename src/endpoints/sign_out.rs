@@ -1,30 +1,75 @@
 //! `GET|POST /oauth2/sign_out?rd=<path>`: ends the session everywhere. The session is
 //! deleted server-side (a replayed cookie stops working at once) and the cookie cleared;
 //! the refresh token is revoked at the IdP (RFC 7009); then the browser goes through the
-//! IdP's `end_session_endpoint` (RP-Initiated Logout) back to `rd`. With
-//! `session.sign_out_requires_post`, a GET only shows a confirmation form, so another site
-//! cannot log a user out with a link or an image.
+//! IdP's `end_session_endpoint` (RP-Initiated Logout) back to `rd`.
+//!
+//! Cross-site requests cannot end a session (logout CSRF): a GET does so only for a
+//! same-origin or user-typed navigation (`Sec-Fetch-Site: same-origin` or `none`; without
+//! Fetch Metadata, a same-origin `Referer`), otherwise it shows a confirmation form. That
+//! form POSTs a token bound to the session; a POST with a foreign `Origin` is refused.
+//! Scripts that POST without `Origin` (curl, API clients) keep working. With
+//! `session.sign_out_requires_post`, every GET shows the form.
 
-use http::header;
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::{page, query_params, single};
 use crate::errors::{Error, Kind};
 use crate::gateway::Auth;
 use crate::proxy::Body;
+use crate::session::LoadedSession;
 
-pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+/// The confirmation form's body is one small field.
+const MAX_FORM: usize = 4096;
+
+pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let params = query_params(req.uri().query());
     let return_to = auth.redirects.safe_target(single(&params, "rd")?);
-    if auth.sign_out_requires_post && req.method() != Method::POST {
-        return Ok(confirmation_page(&return_to));
-    }
     let loaded = auth
         .sessions
         .load(req.headers())
         .await
         .map_err(|e| Error::with_source(Kind::Internal, e))?;
+    if req.method() == Method::POST {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            if !same_origin(origin.to_str().unwrap_or("null"), &auth.public_origin) {
+                tracing::info!(
+                    event = "sign_out_refused",
+                    reason = "foreign Origin",
+                    "cross-origin sign-out refused"
+                );
+                return Ok(refused());
+            }
+        }
+        let token = form_token(req).await?;
+        if let (Some(token), Some(loaded)) = (token, &loaded) {
+            if !auth.sessions.check_form_token(&loaded.id, &token) {
+                tracing::info!(
+                    event = "sign_out_refused",
+                    reason = "bad form token",
+                    "sign-out with a wrong token refused"
+                );
+                return Ok(refused());
+            }
+        }
+    } else if auth.sign_out_requires_post
+        || !same_origin_navigation(req.headers(), &auth.public_origin)
+    {
+        let token = loaded
+            .as_ref()
+            .and_then(|l| auth.sessions.form_token(&l.id));
+        return Ok(confirmation_page(&return_to, token.as_deref()));
+    }
+    end_session(auth, loaded, return_to).await
+}
+
+async fn end_session(
+    auth: &Auth,
+    loaded: Option<LoadedSession>,
+    return_to: String,
+) -> Result<Response<Body>, Error> {
     let mut location = return_to.clone();
     if let Some(loaded) = loaded {
         auth.sessions
@@ -55,15 +100,61 @@ pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Bod
     Ok(resp)
 }
 
-fn confirmation_page(return_to: &str) -> Response<Body> {
+/// A GET the user made on this site or typed themselves.
+fn same_origin_navigation(headers: &HeaderMap, public_origin: &str) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none");
+    }
+    text("referer")
+        .and_then(|r| url::Url::parse(r).ok())
+        .is_some_and(|r| same_origin(&r.origin().ascii_serialization(), public_origin))
+}
+
+fn same_origin(origin: &str, public_origin: &str) -> bool {
+    origin
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(public_origin)
+}
+
+/// The `token` field of a form POST, if the body has one.
+async fn form_token(req: Request<Incoming>) -> Result<Option<String>, Error> {
+    let body = Limited::new(req.into_body(), MAX_FORM)
+        .collect()
+        .await
+        .map_err(|e| Error::with_source(Kind::BadRequest("unreadable request body"), e))?
+        .to_bytes();
+    Ok(url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned()))
+}
+
+fn refused() -> Response<Body> {
+    page::html_response(
+        StatusCode::FORBIDDEN,
+        page::render(
+            "403 Forbidden",
+            "Sign-out was requested from another site and was not carried out. Use the sign-out button of this site.",
+            "",
+        ),
+    )
+}
+
+fn confirmation_page(return_to: &str, token: Option<&str>) -> Response<Body> {
     let action = format!(
         "/oauth2/sign_out?rd={}",
         url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
     );
+    let token_field = token.map_or(String::new(), |t| {
+        format!(
+            "<input type=\"hidden\" name=\"token\" value=\"{}\">",
+            page::escape(t)
+        )
+    });
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign out</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;color:#222}}</style></head>\
-<body><h1>Sign out?</h1><form method=\"post\" action=\"{}\"><button type=\"submit\">Sign out</button></form></body></html>",
+<body><h1>Sign out?</h1><form method=\"post\" action=\"{}\">{token_field}<button type=\"submit\">Sign out</button></form></body></html>",
         page::escape(&action)
     );
     page::html_response(StatusCode::OK, body)

@@ -1,6 +1,7 @@
 //! API clients' own bearer tokens (routes with `accept_bearer = true`): a JWT access token
 //! (RFC 9068) validated locally against the IdP's keys — an asymmetric algorithm the IdP
-//! advertises (never `none`, never HMAC), `iss`, `aud` = `oidc.api_audience`, `exp`, `nbf`.
+//! advertises (never `none`, never HMAC), `iss`, `aud` = `oidc.api_audience`, `exp`
+//! (required), `nbf`, and an `iat` that is not in the future.
 
 use serde::Deserialize;
 
@@ -19,10 +20,14 @@ pub struct ApiIdentity {
 #[derive(Deserialize)]
 struct AccessClaims {
     sub: String,
+    iat: Option<u64>,
     email: Option<String>,
     #[serde(flatten)]
     other: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Clock skew tolerated for `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: u64 = 30;
 
 fn invalid(reason: &'static str) -> Error {
     Error::with_source(Kind::BadRequest("invalid bearer token"), reason)
@@ -37,7 +42,7 @@ impl OidcClient {
             .jwks
             .verifier(token, &self.algorithms, self.issuer(), invalid)
             .await?;
-        v.leeway = 30;
+        v.leeway = LEEWAY_SECS;
         v.validate_exp = true;
         v.validate_nbf = true;
         v.set_audience(&[audience]);
@@ -45,6 +50,14 @@ impl OidcClient {
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &key, &v)
             .map_err(|_| invalid("signature, issuer, audience or time check failed"))?
             .claims;
+        // A token "issued" in the future was minted with a wrong clock or to outlive its
+        // key; RFC 9068 §4 makes iat REQUIRED and it must not lie ahead.
+        if claims
+            .iat
+            .is_some_and(|iat| iat > crate::session::model::now() + LEEWAY_SECS)
+        {
+            return Err(invalid("iat is in the future"));
+        }
         let groups = super::claims::groups_from(&claims.other, &self.groups_claim);
         Ok(ApiIdentity {
             claims: super::claims::claims_from(&claims.other, &self.policy_claims),

@@ -21,19 +21,6 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Headers through which the gateway asserts who the user is. A client's copies are
-/// always removed before the gateway sets its own.
-pub const IDENTITY_HEADERS: [HeaderName; 8] = [
-    HeaderName::from_static("x-forwarded-user"),
-    HeaderName::from_static("x-forwarded-email"),
-    HeaderName::from_static("x-forwarded-groups"),
-    HeaderName::from_static("x-forwarded-preferred-username"),
-    HeaderName::from_static("x-auth-request-user"),
-    HeaderName::from_static("x-auth-request-email"),
-    HeaderName::from_static("x-auth-request-groups"),
-    HeaderName::from_static("x-auth-request-access-token"),
-];
-
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -78,16 +65,60 @@ pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::UPGRADE, upgrade);
 }
 
-pub fn strip_identity(headers: &mut HeaderMap) {
-    let present = headers.keys().any(|k| {
-        let k = k.as_str();
-        k.starts_with("x-forwarded-") || k.starts_with("x-auth-request-")
-    });
-    if !present {
-        return;
+/// The gateway's own identity headers (and oauth2-proxy's, which upstreams migrated
+/// from it may trust), by canonical name.
+const IDENTITY_HEADERS: [&str; 5] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+];
+/// Other names upstreams commonly take as "the user" (Apache `REMOTE_USER` via
+/// `Remote-User`, oauth2-proxy's `Gap-Auth`).
+const IDENTITY_ALIASES: [&str; 3] = ["remote-user", "x-remote-user", "gap-auth"];
+
+/// Which client request headers never reach an upstream.
+#[derive(Debug, Clone, Default)]
+pub struct ClientHeaderRules {
+    /// `server.drop_underscore_headers`.
+    pub drop_underscore: bool,
+    /// `server.strip_request_headers`, canonical (lowercase, `-` for `_`).
+    pub extra: Vec<String>,
+}
+
+impl ClientHeaderRules {
+    /// Whether a client header called `name` (lowercase, as `HeaderMap` keeps it) is
+    /// removed. Identity families are matched with `_` read as `-`, since WSGI, CGI, PHP
+    /// and Rack map both to the same variable (the class of oauth2-proxy CVE-2025-64484).
+    pub fn strips(&self, name: &str) -> bool {
+        let has_underscore = name.contains('_');
+        if has_underscore && self.drop_underscore {
+            return true;
+        }
+        let canonical: std::borrow::Cow<'_, str> = if has_underscore {
+            name.replace('_', "-").into()
+        } else {
+            name.into()
+        };
+        let n = canonical.as_ref();
+        IDENTITY_HEADERS.contains(&n)
+            || IDENTITY_ALIASES.contains(&n)
+            || n.starts_with("x-auth-request-")
+            || self.extra.iter().any(|e| e == n)
     }
-    for name in &IDENTITY_HEADERS {
-        headers.remove(name);
+
+    /// Removes every client header `strips` names. One pass over the (few) names present;
+    /// nothing is allocated unless one is found.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.strips(k.as_str()))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
     }
 }
 
@@ -97,6 +128,8 @@ pub fn strip_identity(headers: &mut HeaderMap) {
 pub struct ClientConn {
     pub peer: IpAddr,
     pub tls: bool,
+    /// The peer is in `server.trusted_proxies`: it may describe requests it relays.
+    pub trusted: bool,
     /// The peer address as an `X-Forwarded-For` value.
     peer_header: HeaderValue,
     /// `for=<peer>;proto=<scheme>` (RFC 7239 §4, IPv6 bracketed and quoted per §6).
@@ -104,7 +137,7 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    pub fn new(peer: IpAddr, tls: bool) -> Self {
+    pub fn new(peer: IpAddr, tls: bool, trusted: bool) -> Self {
         let text = peer.to_string();
         let for_value = match peer {
             IpAddr::V4(_) => text.clone(),
@@ -113,6 +146,7 @@ impl ClientConn {
         ClientConn {
             peer,
             tls,
+            trusted,
             peer_header: HeaderValue::from_str(&text)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             forwarded_base: format!("for={for_value};proto={}", Self::proto(tls)),
@@ -200,11 +234,14 @@ pub fn set_forwarded(
     }
 }
 
-/// The request id: the client's, when it is short printable ASCII, else a fresh one.
+/// The request id: the client's, when it is a short token of letters, digits and
+/// `-._:` (so what is echoed back and logged can carry no markup or injection), else a
+/// fresh one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+        let token = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b':');
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(token) {
             return v.clone();
         }
     }
@@ -326,7 +363,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_replaced_unless_trusted() {
-        let conn = ClientConn::new("127.0.0.1".parse().unwrap(), false);
+        let conn = ClientConn::new("127.0.0.1".parse().unwrap(), false, true);
         let host = HeaderValue::from_static("a.test");
         let mut h = map(&[
             ("x-forwarded-for", "6.6.6.6"),
@@ -350,7 +387,7 @@ mod tests {
 
     #[test]
     fn ipv6_peer_is_quoted_in_forwarded() {
-        let conn = ClientConn::new("::1".parse().unwrap(), true);
+        let conn = ClientConn::new("::1".parse().unwrap(), true, true);
         let mut h = HeaderMap::new();
         set_forwarded(&mut h, &conn, None, false);
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
@@ -382,5 +419,72 @@ mod tests {
         let generated = request_id(&h);
         assert_eq!(generated.len(), 32);
         assert_ne!(request_id(&HeaderMap::new()), generated);
+    }
+
+    use proptest::prelude::*;
+
+    /// Every spelling of an identity header name: case, `_` for `-`.
+    fn spelling() -> impl Strategy<Value = String> {
+        let base = prop_oneof![
+            Just("x-forwarded-user"),
+            Just("x-forwarded-email"),
+            Just("x-forwarded-groups"),
+            Just("x-forwarded-preferred-username"),
+            Just("x-forwarded-access-token"),
+            Just("x-auth-request-user"),
+            Just("x-auth-request-anything"),
+            Just("remote-user"),
+            Just("x-remote-user"),
+            Just("gap-auth"),
+        ];
+        (
+            base,
+            prop::collection::vec(prop::bool::ANY, 40),
+            prop::collection::vec(prop::bool::ANY, 40),
+        )
+            .prop_map(|(name, upper, underscore)| {
+                name.chars()
+                    .enumerate()
+                    .map(|(i, c)| match c {
+                        '-' if underscore[i] => '_',
+                        c if upper[i] => c.to_ascii_uppercase(),
+                        c => c,
+                    })
+                    .collect()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn stripping_removes_every_spelling_of_an_identity_header(name in spelling(), drop_underscore in prop::bool::ANY) {
+            let rules = ClientHeaderRules { drop_underscore, extra: vec![] };
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("admin"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            rules.apply(&mut h);
+            prop_assert_eq!(h.len(), 1, "{} survived", name);
+            prop_assert!(h.contains_key(header::ACCEPT));
+        }
+    }
+
+    #[test]
+    fn underscore_headers_are_dropped_only_when_configured() {
+        let mut h = map(&[("x_custom", "1"), ("x-custom", "2"), ("x-strip-me", "3")]);
+        let keep = ClientHeaderRules {
+            drop_underscore: false,
+            extra: vec!["x-strip-me".into()],
+        };
+        keep.apply(&mut h);
+        assert!(
+            h.contains_key("x_custom")
+                && h.contains_key("x-custom")
+                && !h.contains_key("x-strip-me")
+        );
+        ClientHeaderRules {
+            drop_underscore: true,
+            extra: vec![],
+        }
+        .apply(&mut h);
+        assert!(!h.contains_key("x_custom") && h.contains_key("x-custom"));
     }
 }

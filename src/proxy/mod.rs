@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::errors::{Error, Kind};
 use crate::policy::Permit;
 use crate::routes::Route;
-use headers::ClientConn;
+use headers::{ClientConn, ClientHeaderRules};
 
 /// Body of every request and response the gateway handles: either streamed from a peer
 /// or a small buffer the gateway made itself. An enum, not a box: no allocation per request.
@@ -43,10 +43,14 @@ pub struct Upstream {
 /// What the request path hands to `forward` besides the request itself.
 pub struct ForwardContext<'a> {
     pub route: &'a Route,
-    pub normalized_path: &'a str,
+    /// The canonical path the route matched: exactly what the upstream receives.
+    pub canonical_path: &'a str,
     pub conn: &'a ClientConn,
     pub request_id: &'a HeaderValue,
+    /// Keep the client's `X-Forwarded-*`/`Forwarded` (configured, and the peer is a
+    /// trusted proxy).
     pub trust_forwarded: bool,
+    pub client_headers: &'a ClientHeaderRules,
 }
 
 impl Upstream {
@@ -94,10 +98,10 @@ impl Upstream {
         let client_host = client_host(&req);
         let query = req.uri().query();
         let mut path_and_query = Vec::with_capacity(
-            target.base_path.len() + ctx.normalized_path.len() + query.map_or(0, |q| q.len() + 1),
+            target.base_path.len() + ctx.canonical_path.len() + query.map_or(0, |q| q.len() + 1),
         );
         path_and_query.extend_from_slice(target.base_path.as_bytes());
-        path_and_query.extend_from_slice(ctx.normalized_path.as_bytes());
+        path_and_query.extend_from_slice(ctx.canonical_path.as_bytes());
         if let Some(q) = query {
             path_and_query.push(b'?');
             path_and_query.extend_from_slice(q.as_bytes());
@@ -120,7 +124,8 @@ impl Upstream {
             .then(|| hyper::upgrade::on(&mut req));
         let h = req.headers_mut();
         let upgrade = headers::strip_hop_by_hop(h);
-        // Identity first: it strips what the client sent before any header of ours is set.
+        // What a client could forge goes before any header of ours is set.
+        ctx.client_headers.apply(h);
         permit.apply(h);
         headers::set_forwarded(h, ctx.conn, client_host.as_ref(), ctx.trust_forwarded);
         h.insert(headers::X_REQUEST_ID, ctx.request_id.clone());

@@ -96,6 +96,19 @@ impl Keyring {
         tag.as_ref().try_into().ok()
     }
 
+    /// A token bound to one session for forms that act on it (the sign-out
+    /// confirmation): HMAC under a key derived for that purpose, base64url. Only the
+    /// session's holder sees it, on a page served to them.
+    pub fn form_token(&self, secret_index: usize, id: &SessionId) -> Option<String> {
+        let mut key = [0u8; 32];
+        self.derive(secret_index, b"form token", &mut key)?;
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), &id.0);
+        Some(base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            tag.as_ref(),
+        ))
+    }
+
     /// Derives key material for another purpose (e.g. the login cookie) from secret `i`.
     pub fn derive(&self, secret_index: usize, info: &[u8], out: &mut [u8]) -> Option<()> {
         let k = self.keys.get(secret_index)?;

@@ -15,6 +15,17 @@ use super::find_cookie;
 
 /// How many characters of `state` go into the cookie name: enough to tell tabs apart.
 const STATE_CHARS_IN_NAME: usize = 16;
+/// The `state` the gateway issues: 32 random bytes, base64url without padding.
+const STATE_LEN: usize = 43;
+
+/// Whether `state` has exactly the form the gateway issues. Checked before any use, so a
+/// crafted `state` (`a;Domain=evil`) never reaches a cookie name or a lookup.
+pub fn is_issued_state(state: &str) -> bool {
+    state.len() == STATE_LEN
+        && state
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 pub struct LoginCookies {
     /// Swapped whole on a secret reload.
@@ -60,10 +71,11 @@ impl LoginCookies {
         name.starts_with(self.prefix())
     }
 
-    /// `state` is base64url, so it is safe in a cookie name.
-    fn name_for(&self, state: &str) -> String {
-        let short: String = state.chars().take(STATE_CHARS_IN_NAME).collect();
-        format!("{}{short}", self.prefix())
+    /// The cookie name for an issued `state` (base64url, so safe in a name); `None` for
+    /// anything else.
+    fn name_for(&self, state: &str) -> Option<String> {
+        is_issued_state(state)
+            .then(|| format!("{}{}", self.prefix(), &state[..STATE_CHARS_IN_NAME]))
     }
 
     fn build(&self, name: String, value: String, max_age: Duration) -> Cookie<'static> {
@@ -80,7 +92,7 @@ impl LoginCookies {
     pub fn seal(&self, state: &str, payload: String) -> Option<HeaderValue> {
         let keys = self.keys();
         let key = keys.first()?;
-        let name = self.name_for(state);
+        let name = self.name_for(state)?;
         let mut jar = CookieJar::new();
         jar.private_mut(key)
             .add(self.build(name.clone(), payload, self.max_age));
@@ -90,7 +102,7 @@ impl LoginCookies {
 
     /// The payload sealed for `state`, if the request carries a cookie that opens.
     pub fn open(&self, headers: &HeaderMap, state: &str) -> Option<String> {
-        let name = self.name_for(state);
+        let name = self.name_for(state)?;
         let value = find_cookie(headers, &name)?;
         let mut jar = CookieJar::new();
         jar.add_original(Cookie::new(name.clone(), value.to_string()));
@@ -102,7 +114,7 @@ impl LoginCookies {
 
     /// A `Set-Cookie` value that removes the login cookie for `state`.
     pub fn clear(&self, state: &str) -> Option<HeaderValue> {
-        let cookie = self.build(self.name_for(state), String::new(), Duration::ZERO);
+        let cookie = self.build(self.name_for(state)?, String::new(), Duration::ZERO);
         HeaderValue::from_str(&cookie.to_string()).ok()
     }
 }
@@ -158,5 +170,22 @@ mod tests {
             c.open(&crate::session::test_cookie_request(&tampered), STATE),
             None
         );
+    }
+
+    #[test]
+    fn only_issued_states_name_a_cookie() {
+        let c = cookies(&[A]);
+        for bad in [
+            "a;Domain=evil",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDE;G",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDE=G",
+            "",
+        ] {
+            assert!(!is_issued_state(bad), "{bad:?}");
+            assert!(c.clear(bad).is_none() && c.seal(bad, "x".into()).is_none());
+        }
+        assert!(is_issued_state(STATE));
     }
 }

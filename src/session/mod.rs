@@ -220,6 +220,22 @@ impl Sessions {
                 .is_some_and(|sid| covers(format!("sid:{sid}")))
     }
 
+    /// The sign-out form token for this session (under the current secret).
+    pub fn form_token(&self, id: &SessionId) -> Option<String> {
+        self.keyring().form_token(0, id)
+    }
+
+    /// Whether `token` is this session's form token under any current secret (constant
+    /// time).
+    pub fn check_form_token(&self, id: &SessionId, token: &str) -> bool {
+        let keyring = self.keyring();
+        (0..keyring.len()).any(|i| {
+            keyring
+                .form_token(i, id)
+                .is_some_and(|t| crate::secret::constant_time_eq(t.as_bytes(), token.as_bytes()))
+        })
+    }
+
     /// Deletes the session under every secret it could be stored with.
     pub async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         let keyring = self.keyring();
