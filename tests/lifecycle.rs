@@ -180,6 +180,8 @@ async fn hundred_concurrent_requests_refresh_once() {
     let login = browser.login(&stack.url(), "/start", ALICE).await;
     let logged_in = Instant::now();
     let old_token = upstream_bearer(&login.landing);
+    // The IdP's opaque access token: live at the IdP, alice's, issued to the gateway.
+    let old_info = stack.assert_token_active(&old_token, ALICE).await;
     assert_eq!(
         stack.refresh_grants().await,
         0,
@@ -229,18 +231,10 @@ async fn hundred_concurrent_requests_refresh_once() {
         new_token, old_token,
         "the forwarded token must be the new one"
     );
-    let old_claims = stack
-        .idp()
-        .verify_jwt(&old_token, DEFAULT_API_RESOURCE)
-        .await;
-    let new_claims = stack
-        .idp()
-        .verify_jwt(&new_token, DEFAULT_API_RESOURCE)
-        .await;
-    assert_eq!(new_claims["sub"], ALICE);
+    let new_info = stack.assert_token_active(&new_token, ALICE).await;
     assert!(
-        new_claims["exp"].as_u64() > old_claims["exp"].as_u64(),
-        "the new token must live longer: old {old_claims}, new {new_claims}"
+        new_info["exp"].as_u64() > old_info["exp"].as_u64(),
+        "the new token must live longer: old {old_info}, new {new_info}"
     );
 
     // The refreshed session was stored: the next request uses it without another refresh.
@@ -261,6 +255,10 @@ async fn hundred_concurrent_requests_refresh_once() {
     let third_token = upstream_bearer(&again);
     assert_ne!(third_token, new_token);
     assert_eq!(stack.refresh_grants().await, 2);
+    stack.assert_token_active(&third_token, ALICE).await;
+    // oidc-provider does not revoke the previous access token on a refresh; the first one
+    // has simply expired by now (5 s lifetime), and the IdP says so.
+    stack.assert_token_inactive(&old_token).await;
 }
 
 #[tokio::test]
@@ -276,12 +274,23 @@ async fn revoked_refresh_token_sends_browser_to_login() {
     let browser_login = browser.login(&stack.url(), "/page?a=1", ALICE).await;
     let api_login = api_client.login(&stack.url(), "/start", ALICE).await;
     let logged_in = Instant::now();
+    let tokens = [
+        upstream_bearer(&browser_login.landing),
+        upstream_bearer(&api_login.landing),
+    ];
+    for token in &tokens {
+        stack.assert_token_active(token, ALICE).await;
+    }
 
     let revoked = stack.idp_hook("revoke_grants", &[("sub", ALICE)]).await;
     assert!(
         !revoked["revoked"].as_array().unwrap().is_empty(),
         "the IdP revoked no grant: {revoked}"
     );
+    // The sessions' access tokens died with their grants.
+    for token in &tokens {
+        stack.assert_token_inactive(token).await;
+    }
     let refreshes_before = stack.refresh_grants().await;
     let upstream_before = stack.upstream.received().len();
 
@@ -465,6 +474,8 @@ async fn sign_out_ends_session_everywhere() {
         .to_string();
     let browser = Browser::new();
     let login = browser.login(&stack.url(), "/home", ALICE).await;
+    let access_token = upstream_bearer(&login.landing);
+    stack.assert_token_active(&access_token, ALICE).await;
     let stats_before = stack.idp().stats().await;
     let grants_revoked_before = grants_revoked_in_log(&stack);
 
@@ -493,9 +504,14 @@ async fn sign_out_ends_session_everywhere() {
     // revoked its grant, so alice has no grant left for the gateway. (Checked now, before
     // the IdP's own logout revokes the grant; reported at the end so that the rest of the
     // sign-out is checked too.)
-    let revocation_problems =
-        refresh_token_revocation_problems(&stack, &stats_before, grants_revoked_before, ALICE)
-            .await;
+    let revocation_problems = refresh_token_revocation_problems(
+        &stack,
+        &stats_before,
+        grants_revoked_before,
+        ALICE,
+        &access_token,
+    )
+    .await;
 
     // Gone server-side: the old cookie, replayed, is no session.
     let replay = browser_with_cookie(&login.session_cookie);
@@ -532,13 +548,15 @@ async fn sign_out_ends_session_everywhere() {
 
 /// What is wrong with the revocation of `sub`'s refresh token at the IdP since
 /// `stats_before` / `grants_revoked_before` (empty: it was revoked): one call to the
-/// revocation endpoint, the IdP revoked a grant with it, and `sub` has no grant left for
-/// the gateway (checked with the destructive `revoke_grants` hook, so call this last).
+/// revocation endpoint, the IdP revoked a grant with it, the session's `access_token` died
+/// with that grant (introspection: inactive), and `sub` has no grant left for the gateway
+/// (checked with the destructive `revoke_grants` hook, so call this last).
 async fn refresh_token_revocation_problems(
     stack: &LifecycleStack,
     stats_before: &Value,
     grants_revoked_before: usize,
     sub: &str,
+    access_token: &str,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let stats = stack.idp().stats().await;
@@ -556,6 +574,20 @@ async fn refresh_token_revocation_problems(
     }
     if grants_revoked_in_log(stack) <= grants_revoked_before {
         problems.push("the IdP revoked no grant (its log has no new `grant revoked`)".into());
+    }
+    // Checked before the hook below, which would revoke the grant itself.
+    let introspected = stack
+        .idp()
+        .introspect(
+            access_token,
+            &stack.settings.client_id,
+            Some(&stack.settings.client_secret),
+        )
+        .await;
+    if introspected["active"] != json!(false) {
+        problems.push(format!(
+            "the session's access token is still active at the IdP: {introspected}"
+        ));
     }
     let left = stack
         .idp_hook("revoke_grants", &[("sub", sub), ("client_id", "gateway")])
@@ -577,6 +609,8 @@ async fn sign_out_requires_post() {
     let stack = LifecycleStack::start(settings, idp_with(None)).await;
     let browser = Browser::new();
     let login = browser.login(&stack.url(), "/home", ALICE).await;
+    let access_token = upstream_bearer(&login.landing);
+    stack.assert_token_active(&access_token, ALICE).await;
     let stack_ref = &stack;
     let revocations = move || async move {
         stack_ref.idp().stats().await["revocations"]
@@ -633,9 +667,14 @@ async fn sign_out_requires_post() {
     );
     let replay = browser_with_cookie(&login.session_cookie);
     assert_session_dead(&stack.url(), &stack.upstream, &replay).await;
-    let problems =
-        refresh_token_revocation_problems(&stack, &stats_before, grants_revoked_before, ALICE)
-            .await;
+    let problems = refresh_token_revocation_problems(
+        &stack,
+        &stats_before,
+        grants_revoked_before,
+        ALICE,
+        &access_token,
+    )
+    .await;
     assert!(
         problems.is_empty(),
         "POST sign-out did not revoke the refresh token at the IdP:\n{}",
@@ -1009,11 +1048,18 @@ fn base64_url(bytes: &[u8]) -> String {
 async fn api_bearer_token_from_the_idp_is_forwarded_unchanged() {
     let stack = LifecycleStack::start(GatewaySettings::default(), idp_with(None)).await;
     let browser = Browser::new();
-    // The access token the upstream receives through the gateway is such a JWT.
+    // A session of alice: the upstream gets the session's access token (opaque, from the
+    // gateway's own login without a `resource`), live at the IdP.
     let login = browser.login(&stack.url(), "/api/me", ALICE).await;
-    let token = upstream_bearer(&login.landing);
+    let session_token = upstream_bearer(&login.landing);
+    stack.assert_token_active(&session_token, ALICE).await;
+
+    // An API client's own token: a real IdP JWT for the gateway's API audience.
+    let token = idp_access_token_for(&stack, ALICE, DEFAULT_API_RESOURCE).await;
     let claims = stack.idp().verify_jwt(&token, DEFAULT_API_RESOURCE).await;
     assert_eq!(claims["aud"], DEFAULT_API_RESOURCE);
+    assert_eq!(claims["sub"], ALICE);
+    assert_eq!(claims["client_id"], stack.settings.client_id.as_str());
 
     // Sent directly, without cookies, to the accept_bearer route: forwarded unchanged,
     // identity from the token (client-sent identity headers dropped).
@@ -1117,7 +1163,7 @@ async fn api_bearer_token_from_the_idp_is_forwarded_unchanged() {
     assert_invalid_token(&both, "invalid bearer token with a session cookie");
     // Without a bearer header, the route uses the session as usual.
     let session = browser.api_get(&stack.url_for("/api/orders")).await;
-    assert_eq!(upstream_bearer(&session), token);
+    assert_eq!(upstream_bearer(&session), session_token);
 
     // A route without accept_bearer ignores the header: no session, so login required...
     let before = stack.upstream.received().len();
@@ -1136,7 +1182,7 @@ async fn api_bearer_token_from_the_idp_is_forwarded_unchanged() {
     let echo = mixed.echo();
     assert_eq!(
         echo.header_all("authorization"),
-        [format!("Bearer {token}")]
+        [format!("Bearer {session_token}")]
     );
 }
 

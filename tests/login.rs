@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use common::gateway::{try_start_gateway, wait_for_readyz};
-use common::idp::{Idp, IdpBuilder, DEFAULT_API_RESOURCE};
+use common::idp::{Idp, IdpBuilder};
 use common::login::{
     flip_char, query_param, random_hex, with_query_param, Browser, CompletedLogin, Hop, IdpPage,
     IdpStep, LOGIN_COOKIE_PREFIX, SESSION_COOKIE,
@@ -140,6 +140,9 @@ struct Stack {
     upstream: EchoUpstream,
     gateway: Gateway,
     port: u16,
+    /// The gateway's client at the IdP (id, secret; `None`: public), for introspection.
+    client_id: String,
+    client_secret: Option<String>,
 }
 
 impl Stack {
@@ -186,6 +189,8 @@ impl Stack {
                     upstream,
                     gateway,
                     port,
+                    client_id: options.client_id.clone(),
+                    client_secret: options.client_secret.clone(),
                 };
             }
         }
@@ -228,6 +233,14 @@ impl Stack {
     /// The whole login as alice, starting with a navigation to `path`.
     async fn login(&self, browser: &Browser, path: &str) -> CompletedLogin {
         browser.login(&self.url(), path, ALICE).await
+    }
+
+    /// `token` is a live access token of the IdP for `sub`, issued to the gateway's client
+    /// (introspection); returns the introspection answer.
+    async fn assert_token_active(&self, token: &str, sub: &str) -> Value {
+        self.idp
+            .assert_token_active(token, &self.client_id, self.client_secret.as_deref(), sub)
+            .await
     }
 }
 
@@ -275,17 +288,17 @@ impl MockStack {
 
 // ----- shared assertions ----------------------------------------------------------------
 
-/// The upstream saw alice: a Bearer access token that verifies against the IdP's JWKS
-/// (sub = alice, aud = the API resource) and her identity headers. Returns the token.
-async fn assert_upstream_saw_alice(idp: &Idp, echo: &Echoed) -> String {
+/// The upstream saw alice: a Bearer access token that is live at the IdP (introspection:
+/// active, sub = alice, issued to the gateway's client) and her identity headers. Returns
+/// the token.
+async fn assert_upstream_saw_alice(stack: &Stack, echo: &Echoed) -> String {
     let authorization = echo
         .header("authorization")
         .expect("the upstream got no Authorization header");
     let token = authorization
         .strip_prefix("Bearer ")
         .unwrap_or_else(|| panic!("not a Bearer token: {authorization}"));
-    let claims = idp.verify_jwt(token, DEFAULT_API_RESOURCE).await;
-    assert_eq!(claims["sub"], ALICE, "access token claims: {claims}");
+    stack.assert_token_active(token, ALICE).await;
     assert_eq!(echo.header("x-forwarded-user"), Some(ALICE));
     assert_eq!(echo.header("x-forwarded-email"), Some(ALICE_EMAIL));
     assert_eq!(echo.header("x-forwarded-groups"), Some(ALICE_GROUPS));
@@ -462,9 +475,15 @@ async fn full_login_forwards_verified_bearer_and_user_headers() {
     let echo = landing.echo();
     assert_eq!(echo.path, path, "rd round-trip");
     assert_eq!(echo.method, "GET");
-    let token = assert_upstream_saw_alice(&stack.idp, &echo).await;
-    let claims = stack.idp.verify_jwt(&token, DEFAULT_API_RESOURCE).await;
-    assert_eq!(claims["client_id"], "gateway", "{claims}");
+    let token = assert_upstream_saw_alice(&stack, &echo).await;
+    let introspected = stack.assert_token_active(&token, ALICE).await;
+    let scopes = introspected["scope"].as_str().unwrap_or_default();
+    for scope in ["openid", "email", "profile", "offline_access"] {
+        assert!(
+            scopes.split(' ').any(|s| s == scope),
+            "the access token lacks scope {scope}: {introspected}"
+        );
+    }
     for cookie in echo.header_all("cookie") {
         assert!(
             !cookie.contains("portcullis"),
@@ -545,7 +564,7 @@ async fn public_client_logs_in() {
         stack.idp.output()
     );
     let login = stack.login(&Browser::new(), "/public-client").await;
-    assert_upstream_saw_alice(&stack.idp, &login.landing.echo()).await;
+    assert_upstream_saw_alice(&stack, &login.landing.echo()).await;
 }
 
 /// oidc-provider accepts `client_secret_basic` and `client_secret_post` alike for a client
@@ -563,7 +582,7 @@ async fn client_secret_post_client_logs_in() {
         stack.idp.output()
     );
     let login = stack.login(&Browser::new(), "/post-client").await;
-    assert_upstream_saw_alice(&stack.idp, &login.landing.echo()).await;
+    assert_upstream_saw_alice(&stack, &login.landing.echo()).await;
 }
 
 /// A token endpoint that accepts exactly `auth` (the mock advertises only that method):
@@ -877,7 +896,7 @@ async fn code_issued_to_another_client_is_rejected() {
 
     // Control: a normal login as client `other` works.
     let login = stack.login(&Browser::new(), "/control").await;
-    assert_upstream_saw_alice(&stack.idp, &login.landing.echo()).await;
+    assert_upstream_saw_alice(&stack, &login.landing.echo()).await;
 
     let browser = Browser::new();
     let started = browser.begin_login(&stack.url(), "/x").await;
@@ -1032,7 +1051,7 @@ async fn login_replaces_a_planted_session_cookie() {
         "the login kept the planted session id"
     );
     let echo = victim.follow(&callback).await.echo();
-    assert_upstream_saw_alice(&stack.idp, &echo).await;
+    assert_upstream_saw_alice(&stack, &echo).await;
 
     // The planted id is gone server-side.
     attacker.set_cookie(SESSION_COOKIE, &planted);
@@ -1104,7 +1123,7 @@ async fn client_sent_identity_headers_never_reach_upstream() {
     let stack = Stack::with_options(options).await;
     let browser = Browser::new();
     let login = stack.login(&browser, "/x").await;
-    let real_token = assert_upstream_saw_alice(&stack.idp, &login.landing.echo()).await;
+    let real_token = assert_upstream_saw_alice(&stack, &login.landing.echo()).await;
 
     let spoofed = browser
         .send(
@@ -1119,7 +1138,7 @@ async fn client_sent_identity_headers_never_reach_upstream() {
         )
         .await;
     let echo = spoofed.echo();
-    let token = assert_upstream_saw_alice(&stack.idp, &echo).await;
+    let token = assert_upstream_saw_alice(&stack, &echo).await;
     assert_eq!(token, real_token);
 
     // A public route: identity headers from the client are removed, none are added (the
@@ -1244,7 +1263,7 @@ async fn secrets_never_logged() {
     let stack = Stack::with_options(options).await;
     let browser = Browser::new();
     let login = stack.login(&browser, "/logs/check?x=1").await;
-    let access_token = assert_upstream_saw_alice(&stack.idp, &login.landing.echo()).await;
+    let access_token = assert_upstream_saw_alice(&stack, &login.landing.echo()).await;
     let code = query_param(&login.idp.redirect, "code").unwrap();
 
     // A refused callback (replay) is logged too.
@@ -1442,7 +1461,7 @@ async fn session_secret_rotation_keeps_logins_in_flight() {
     );
     assert_eq!(done.location_raw(), "/one");
     let echo = browser.follow(&done).await.echo();
-    assert_upstream_saw_alice(&stack.idp, &echo).await;
+    assert_upstream_saw_alice(&stack, &echo).await;
 
     // A login begun under [B, A] ...
     browser.remove_cookie(SESSION_COOKIE);
@@ -1459,7 +1478,7 @@ async fn session_secret_rotation_keeps_logins_in_flight() {
         "login sealed under B, [B]\n{done}"
     );
     assert_eq!(done.location_raw(), "/three");
-    assert_upstream_saw_alice(&stack.idp, &browser.follow(&done).await.echo()).await;
+    assert_upstream_saw_alice(&stack, &browser.follow(&done).await.echo()).await;
 }
 
 // ----- 14. a real browser -------------------------------------------------------------------
@@ -1517,7 +1536,7 @@ async fn browser_login_in_chromium() {
     let body = result["body_text"].as_str().unwrap();
     let json = &body[body.find('{').expect("JSON in the page")..=body.rfind('}').unwrap()];
     let echo = Echoed::parse(json.as_bytes());
-    assert_upstream_saw_alice(&stack.idp, &echo).await;
+    assert_upstream_saw_alice(&stack, &echo).await;
     let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 0, "no screenshot at {}", screenshot.display());
 }
@@ -1563,7 +1582,7 @@ async fn several_tabs_can_log_in_at_once() {
     );
     let echo1 = browser.follow(&callback1).await.echo();
     assert_eq!(echo1.path, "/tab/one");
-    assert_upstream_saw_alice(&stack.idp, &echo1).await;
+    assert_upstream_saw_alice(&stack, &echo1).await;
     assert!(browser
         .cookies_starting_with(LOGIN_COOKIE_PREFIX)
         .is_empty());

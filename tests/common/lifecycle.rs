@@ -250,6 +250,31 @@ impl LifecycleStack {
             .unwrap_or(0)
     }
 
+    /// Asserts that `token` is a live access token of the IdP for `sub`, issued to the
+    /// gateway's client (introspection with the gateway's credentials); returns the
+    /// introspection answer (`exp`, `scope`, ...).
+    pub async fn assert_token_active(&self, token: &str, sub: &str) -> Value {
+        self.idp()
+            .assert_token_active(
+                token,
+                &self.settings.client_id,
+                Some(&self.settings.client_secret),
+                sub,
+            )
+            .await
+    }
+
+    /// Asserts that the IdP reports `token` as inactive (revoked, expired or unknown).
+    pub async fn assert_token_inactive(&self, token: &str) {
+        self.idp()
+            .assert_token_inactive(
+                token,
+                &self.settings.client_id,
+                Some(&self.settings.client_secret),
+            )
+            .await;
+    }
+
     /// `POST <issuer>/__test/<hook>?<query>` → JSON.
     pub async fn idp_hook(&self, hook: &str, query: &[(&str, &str)]) -> Value {
         let url = self.idp().url_for(&format!("/__test/{hook}"));

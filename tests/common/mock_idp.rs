@@ -9,14 +9,28 @@
 //!   `code`, `state`, `iss`;
 //! - `POST /token` — checks the client authentication (with [`MockIdp::start_requiring`]:
 //!   exactly the one advertised method), the code, the `redirect_uri` and the PKCE
-//!   verifier (S256),
-//!   then returns an access token, a refresh token and an ES256 ID token (faulty as
-//!   configured); every response is recorded ([`MockIdp::issued`]).
+//!   verifier (S256) — or, for `grant_type=refresh_token`, that the refresh token is one it
+//!   issued and has not been used (rotation: a used one is `invalid_grant`, counted in
+//!   [`MockIdp::refresh_replays`]) —
+//!   then returns an access token (`expires_in` 300 s, or
+//!   [`MockIdp::set_access_token_ttl`]), a new refresh token and an ES256 ID token (faulty
+//!   as configured, also after a refresh); every response is recorded
+//!   ([`MockIdp::issued`]);
+//! - `GET|POST /userinfo` — only while [`MockIdp::set_userinfo`] has set an answer (and
+//!   only then advertised in discovery, which the gateway reads at start): checks the
+//!   `Authorization: Bearer` is an access token the mock issued (else 401), then answers as
+//!   set (JSON claims whose `sub` may be someone else's, the claims as a signed
+//!   `application/jwt`, possibly signed by a key not in the JWKS, or an error status);
+//!   every request is recorded ([`MockIdp::userinfo_requests`]).
+//!
+//! [`MockIdp::set_minimal_id_tokens`] makes the ID tokens carry only the protocol claims
+//! (`iss sub aud iat exp nonce`), as oidc-provider's defaults do, so a gateway that needs
+//! email, name or groups has to ask the userinfo endpoint.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -31,6 +45,50 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::login::random_hex;
+
+/// The subject of every login at the mock.
+pub const MOCK_SUB: &str = "mock-user";
+
+/// What the mock's userinfo endpoint answers to a request with a valid access token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MockUserinfo {
+    /// 200 `application/json` with exactly these claims (`sub` included or not, as given).
+    Claims(Value),
+    /// 200 `application/jwt`: these claims plus `iss` and `aud` (the client), signed ES256
+    /// under the JWKS key's `kid` — with that key, or (`forged`) with a key that is not in
+    /// the JWKS.
+    SignedJwt { claims: Value, forged: bool },
+    /// This status with a JSON error body (`{"error":"server_error"}` for a 5xx).
+    Status(u16),
+}
+
+impl MockUserinfo {
+    /// The mock user's claims as JSON, with `sub` as given (the real one is [`MOCK_SUB`]).
+    pub fn claims_with_sub(sub: &str) -> Self {
+        MockUserinfo::Claims(mock_user_claims(sub))
+    }
+}
+
+/// The mock user's userinfo claims (email, name, preferred_username, groups) with `sub`
+/// as given.
+pub fn mock_user_claims(sub: &str) -> Value {
+    json!({
+        "sub": sub,
+        "email": "mock-user@corp.test",
+        "email_verified": true,
+        "name": "Mock User",
+        "preferred_username": "mock-user",
+        "groups": ["mockers"],
+    })
+}
+
+/// One request to the mock's userinfo endpoint.
+#[derive(Debug, Clone)]
+pub struct UserinfoRequest {
+    pub method: String,
+    /// The `Authorization` header, as sent.
+    pub authorization: Option<String>,
+}
 
 /// What is wrong with the ID tokens the mock issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +236,26 @@ struct State {
     client_auth: Option<ClientAuth>,
     /// Why token requests were refused, in order.
     refusals: Mutex<Vec<String>>,
+    /// `None`: no userinfo endpoint (not advertised, 404).
+    userinfo: Mutex<Option<MockUserinfo>>,
+    userinfo_requests: Mutex<Vec<UserinfoRequest>>,
+    /// ID tokens with the protocol claims only (no email, name, groups).
+    minimal_id_tokens: AtomicBool,
+    /// Refresh tokens issued and not yet used → the grant they continue.
+    refresh_grants: Mutex<HashMap<String, Grant>>,
+    /// Refresh tokens that were used already.
+    used_refresh_tokens: Mutex<Vec<String>>,
+    refresh_requests: AtomicUsize,
+    refresh_replays: AtomicUsize,
+    /// `expires_in` of access tokens, seconds.
+    access_ttl: AtomicU64,
+}
+
+/// What a refresh token continues: the client and the login's nonce.
+#[derive(Clone)]
+struct Grant {
+    client_id: String,
+    nonce: Option<String>,
 }
 
 /// One successful token response, as sent.
@@ -186,6 +264,9 @@ pub struct IssuedTokens {
     pub access_token: String,
     pub refresh_token: String,
     pub id_token: String,
+    /// `authorization_code` or `refresh_token`.
+    pub grant_type: String,
+    pub client_id: String,
 }
 
 /// The running mock. Dropping it stops accepting connections.
@@ -223,6 +304,14 @@ impl MockIdp {
             issued: Mutex::new(Vec::new()),
             client_auth,
             refusals: Mutex::new(Vec::new()),
+            userinfo: Mutex::new(None),
+            userinfo_requests: Mutex::new(Vec::new()),
+            minimal_id_tokens: AtomicBool::new(false),
+            refresh_grants: Mutex::new(HashMap::new()),
+            used_refresh_tokens: Mutex::new(Vec::new()),
+            refresh_requests: AtomicUsize::new(0),
+            refresh_replays: AtomicUsize::new(0),
+            access_ttl: AtomicU64::new(300),
         });
         let accept_state = state.clone();
         let accept_task =
@@ -262,6 +351,40 @@ impl MockIdp {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// What the userinfo endpoint answers from now on; `None` removes it. Discovery names
+    /// `{issuer}/userinfo` only while an answer is set, and the gateway reads discovery at
+    /// start: set this before starting the gateway.
+    pub fn set_userinfo(&self, answer: Option<MockUserinfo>) {
+        *self.state.userinfo.lock().unwrap() = answer;
+    }
+
+    /// `true`: the next ID tokens carry only `iss sub aud iat exp nonce`.
+    pub fn set_minimal_id_tokens(&self, minimal: bool) {
+        self.state
+            .minimal_id_tokens
+            .store(minimal, Ordering::SeqCst);
+    }
+
+    /// Every request to the userinfo endpoint so far.
+    pub fn userinfo_requests(&self) -> Vec<UserinfoRequest> {
+        self.state.userinfo_requests.lock().unwrap().clone()
+    }
+
+    /// `expires_in` (seconds) of the access tokens issued from now on (default 300).
+    pub fn set_access_token_ttl(&self, seconds: u64) {
+        self.state.access_ttl.store(seconds, Ordering::SeqCst);
+    }
+
+    /// `grant_type=refresh_token` requests so far (valid or not).
+    pub fn refresh_requests(&self) -> usize {
+        self.state.refresh_requests.load(Ordering::SeqCst)
+    }
+
+    /// Refresh requests that presented an already used refresh token.
+    pub fn refresh_replays(&self) -> usize {
+        self.state.refresh_replays.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for MockIdp {
@@ -295,31 +418,16 @@ fn params(text: &str) -> HashMap<String, String> {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let issuer = state.issuer.as_str();
     let resp = match (req.method().clone(), req.uri().path()) {
-        (Method::GET, "/.well-known/openid-configuration") => json_response(
-            StatusCode::OK,
-            &json!({
-                "issuer": issuer,
-                "authorization_endpoint": format!("{issuer}/authorize"),
-                "token_endpoint": format!("{issuer}/token"),
-                "jwks_uri": format!("{issuer}/jwks"),
-                "response_types_supported": ["code"],
-                "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["ES256"],
-                "code_challenge_methods_supported": ["S256"],
-                "token_endpoint_auth_methods_supported": match &state.client_auth {
-                    Some(auth) => vec![auth.method()],
-                    None => vec!["client_secret_basic", "none"],
-                },
-                "authorization_response_iss_parameter_supported": true,
-            }),
-        ),
+        (Method::GET, "/.well-known/openid-configuration") => {
+            json_response(StatusCode::OK, &discovery(&state))
+        }
         (Method::GET, "/jwks") => json_response(
             StatusCode::OK,
             &json!({ "keys": [state.key.jwk(&state.kid)] }),
         ),
         (Method::GET, "/authorize") => authorize(&state, req.uri().query().unwrap_or("")),
+        (Method::GET | Method::POST, "/userinfo") => userinfo(&state, &req),
         (Method::POST, "/token") => {
             state.token_requests.fetch_add(1, Ordering::SeqCst);
             let authorization = req
@@ -342,6 +450,102 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         _ => json_response(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
     };
     Ok(resp)
+}
+
+fn discovery(state: &State) -> Value {
+    let issuer = state.issuer.as_str();
+    let mut doc = json!({
+                "issuer": issuer,
+                "authorization_endpoint": format!("{issuer}/authorize"),
+                "token_endpoint": format!("{issuer}/token"),
+                "jwks_uri": format!("{issuer}/jwks"),
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": match &state.client_auth {
+                    Some(auth) => vec![auth.method()],
+                    None => vec!["client_secret_basic", "none"],
+                },
+                "authorization_response_iss_parameter_supported": true,
+    });
+    if state.userinfo.lock().unwrap().is_some() {
+        doc["userinfo_endpoint"] = json!(format!("{issuer}/userinfo"));
+    }
+    doc
+}
+
+fn userinfo(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    state
+        .userinfo_requests
+        .lock()
+        .unwrap()
+        .push(UserinfoRequest {
+            method: req.method().to_string(),
+            authorization: authorization.clone(),
+        });
+    let Some(answer) = state.userinfo.lock().unwrap().clone() else {
+        return json_response(StatusCode::NOT_FOUND, &json!({ "error": "not found" }));
+    };
+    let token = authorization
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let known = state
+        .issued
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|t| t.access_token == token);
+    if !known {
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header("www-authenticate", "Bearer error=\"invalid_token\"")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(r#"{"error":"invalid_token"}"#)))
+            .unwrap();
+    }
+    match answer {
+        MockUserinfo::Claims(claims) => json_response(StatusCode::OK, &claims),
+        MockUserinfo::SignedJwt { claims, forged } => {
+            let client_id = state
+                .issued
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|t| t.access_token == token)
+                .map(|t| t.client_id.clone())
+                .unwrap_or_default();
+            let mut claims = claims;
+            claims["iss"] = json!(state.issuer);
+            claims["aud"] = json!(client_id);
+            let key = if forged { &state.other_key } else { &state.key };
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(state.kid.clone());
+            let jwt = encode(&header, &claims, &EncodingKey::from_ec_der(&key.pkcs8_der))
+                .expect("sign userinfo");
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/jwt")
+                .header("cache-control", "no-store")
+                .body(Full::new(Bytes::from(jwt)))
+                .unwrap()
+        }
+        MockUserinfo::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let error = if status.is_server_error() {
+                "server_error"
+            } else {
+                "invalid_request"
+            };
+            json_response(status, &json!({ "error": error }))
+        }
+    }
 }
 
 fn authorize(state: &State, query: &str) -> Response<Body> {
@@ -388,20 +592,55 @@ fn token(state: &State, authorization: Option<&str>, body: &str) -> Response<Bod
             );
         }
     }
-    if get("grant_type") != "authorization_code" {
-        return oauth_error("unsupported_grant_type", "authorization_code only");
-    }
-    let Some(auth) = state.codes.lock().unwrap().remove(&get("code")) else {
-        return oauth_error("invalid_grant", "unknown or used code");
+    let grant_type = get("grant_type");
+    let grant = match grant_type.as_str() {
+        "authorization_code" => {
+            let Some(auth) = state.codes.lock().unwrap().remove(&get("code")) else {
+                return oauth_error("invalid_grant", "unknown or used code");
+            };
+            if get("redirect_uri") != auth.redirect_uri {
+                return oauth_error("invalid_grant", "redirect_uri mismatch");
+            }
+            let digest = aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                get("code_verifier").as_bytes(),
+            );
+            if URL_SAFE_NO_PAD.encode(digest.as_ref()) != auth.code_challenge {
+                return oauth_error("invalid_grant", "PKCE verification failed");
+            }
+            Grant {
+                client_id: auth.client_id,
+                nonce: auth.nonce,
+            }
+        }
+        "refresh_token" => {
+            state.refresh_requests.fetch_add(1, Ordering::SeqCst);
+            let presented = get("refresh_token");
+            let Some(grant) = state.refresh_grants.lock().unwrap().remove(&presented) else {
+                let reason = if state
+                    .used_refresh_tokens
+                    .lock()
+                    .unwrap()
+                    .contains(&presented)
+                {
+                    state.refresh_replays.fetch_add(1, Ordering::SeqCst);
+                    "refresh token already used"
+                } else {
+                    "unknown refresh token"
+                };
+                state.refusals.lock().unwrap().push(reason.to_string());
+                return oauth_error("invalid_grant", reason);
+            };
+            state.used_refresh_tokens.lock().unwrap().push(presented);
+            grant
+        }
+        _ => {
+            return oauth_error(
+                "unsupported_grant_type",
+                "authorization_code and refresh_token only",
+            )
+        }
     };
-    if get("redirect_uri") != auth.redirect_uri {
-        return oauth_error("invalid_grant", "redirect_uri mismatch");
-    }
-    let digest =
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, get("code_verifier").as_bytes());
-    if URL_SAFE_NO_PAD.encode(digest.as_ref()) != auth.code_challenge {
-        return oauth_error("invalid_grant", "PKCE verification failed");
-    }
 
     let fault = *state.fault.lock().unwrap();
     let now = std::time::SystemTime::now()
@@ -413,17 +652,21 @@ fn token(state: &State, authorization: Option<&str>, body: &str) -> Response<Bod
     } else {
         (now, now + 300)
     };
-    let claims = json!({
+    let mut claims = json!({
         "iss": if fault == IdTokenFault::WrongIssuer { "http://127.0.0.1:1" } else { state.issuer.as_str() },
-        "sub": "mock-user",
-        "aud": if fault == IdTokenFault::WrongAudience { "another-client" } else { auth.client_id.as_str() },
+        "sub": MOCK_SUB,
+        "aud": if fault == IdTokenFault::WrongAudience { "another-client" } else { grant.client_id.as_str() },
         "iat": iat,
         "exp": exp,
-        "nonce": if fault == IdTokenFault::WrongNonce { "not-the-nonce".to_string() } else { auth.nonce.unwrap_or_default() },
+        "nonce": if fault == IdTokenFault::WrongNonce { "not-the-nonce".to_string() } else { grant.nonce.clone().unwrap_or_default() },
         "email": "mock-user@corp.test",
         "name": "Mock User",
         "groups": ["mockers"],
     });
+    if state.minimal_id_tokens.load(Ordering::SeqCst) {
+        let object = claims.as_object_mut().expect("claims are an object");
+        object.retain(|k, _| ["iss", "sub", "aud", "iat", "exp", "nonce"].contains(&k.as_str()));
+    }
     let id_token = match fault {
         IdTokenFault::Unsigned => {
             let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
@@ -446,11 +689,18 @@ fn token(state: &State, authorization: Option<&str>, body: &str) -> Response<Bod
         access_token: format!("mock-access-{}", random_hex(16)),
         refresh_token: format!("mock-refresh-{}", random_hex(16)),
         id_token,
+        grant_type,
+        client_id: grant.client_id.clone(),
     };
+    state
+        .refresh_grants
+        .lock()
+        .unwrap()
+        .insert(issued.refresh_token.clone(), grant);
     let body = json!({
         "access_token": issued.access_token,
         "token_type": "Bearer",
-        "expires_in": 300,
+        "expires_in": state.access_ttl.load(Ordering::SeqCst),
         "refresh_token": issued.refresh_token,
         "id_token": issued.id_token,
     });

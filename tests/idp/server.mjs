@@ -50,10 +50,14 @@
 // ---------------------------------------------------------------------------
 
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
 import process from 'node:process';
 
+import { calculateJwkThumbprint } from 'jose';
 import Provider, { errors } from 'oidc-provider';
+// The provider's internal state (keystore, published JWKS); used by /__test/rotate_keys.
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 
 // ----- logging: stdout is reserved for the single IDP_READY line ---------------
 const log = (...args) => console.error('[idp]', ...args);
@@ -93,12 +97,35 @@ const REFRESH_TOKEN_TTL = intEnv('REFRESH_TOKEN_TTL', 86400);
 const SESSION_TTL = intEnv('SESSION_TTL', 86400);
 const API_RESOURCE = env.API_RESOURCE || 'https://api.portcullis.test';
 const USERS = env.USERS_JSON ? JSON.parse(env.USERS_JSON) : {};
+// Opt-in deviations from oidc-provider's shipped defaults (see README.md).
+const CLAIMS_IN_ID_TOKEN = flagEnv('CLAIMS_IN_ID_TOKEN');
+const ACCESS_TOKEN_FORMAT = env.ACCESS_TOKEN_FORMAT || 'opaque';
+const SIGNING_ALG = env.SIGNING_ALG || 'RS256';
+const USERINFO_SIGNED = flagEnv('USERINFO_SIGNED');
+const CLIENT_KEY_FILE = env.CLIENT_KEY_FILE || '';
+const CLIENT_KEY_ID = env.CLIENT_KEY_ID || '';
+
+function flagEnv(name) {
+  const raw = (env[name] || '').trim().toLowerCase();
+  if (['', '0', 'false', 'no'].includes(raw)) return false;
+  if (['1', 'true', 'yes'].includes(raw)) return true;
+  throw new Error(`${name} must be 1 or 0, got ${JSON.stringify(env[name])}`);
+}
 
 if (REDIRECT_URIS.length === 0) {
   throw new Error('REDIRECT_URIS is required (comma-separated list)');
 }
 if (typeof USERS !== 'object' || USERS === null || Array.isArray(USERS)) {
   throw new Error('USERS_JSON must be a JSON object {"<username>": {claims...}}');
+}
+if (!['opaque', 'jwt'].includes(ACCESS_TOKEN_FORMAT)) {
+  throw new Error(`ACCESS_TOKEN_FORMAT must be opaque or jwt, got ${JSON.stringify(ACCESS_TOKEN_FORMAT)}`);
+}
+if (!['RS256', 'ES256'].includes(SIGNING_ALG)) {
+  throw new Error(`SIGNING_ALG must be RS256 or ES256, got ${JSON.stringify(SIGNING_ALG)}`);
+}
+if (CLIENT_AUTH_METHOD === 'private_key_jwt' && !CLIENT_KEY_FILE) {
+  throw new Error('CLIENT_AUTH_METHOD=private_key_jwt needs CLIENT_KEY_FILE (a PEM private key)');
 }
 
 // ----- accounts ------------------------------------------------------------------
@@ -127,14 +154,44 @@ function claimsFor(id) {
 }
 
 // ----- clients -------------------------------------------------------------------
+// The main client's public key for private_key_jwt, from CLIENT_KEY_FILE (a PEM private
+// key: PKCS#8, PKCS#1 for RSA or SEC1 for EC; a public key PEM works too).
+async function clientPublicJwk(file) {
+  let pem;
+  try {
+    pem = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`CLIENT_KEY_FILE ${file}: ${err.message}`);
+  }
+  const jwk = crypto.createPublicKey(pem).export({ format: 'jwk' });
+  if (jwk.kty === 'RSA') {
+    jwk.alg = 'RS256';
+  } else if (jwk.kty === 'EC' && jwk.crv === 'P-256') {
+    jwk.alg = 'ES256';
+  } else {
+    throw new Error(`CLIENT_KEY_FILE ${file}: need an RSA or EC P-256 key, got ${jwk.kty} ${jwk.crv || ''}`);
+  }
+  jwk.use = 'sig';
+  jwk.kid = CLIENT_KEY_ID || await calculateJwkThumbprint(jwk, 'sha256');
+  return jwk;
+}
+const CLIENT_JWK = CLIENT_AUTH_METHOD === 'private_key_jwt' ? await clientPublicJwk(CLIENT_KEY_FILE) : undefined;
+
 function makeClient(clientId, secret, { main }) {
   const client = {
     client_id: clientId,
     redirect_uris: REDIRECT_URIS,
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
+    id_token_signed_response_alg: SIGNING_ALG,
   };
-  if (secret) {
+  if (main && USERINFO_SIGNED) {
+    client.userinfo_signed_response_alg = SIGNING_ALG;
+  }
+  if (main && CLIENT_JWK) {
+    client.token_endpoint_auth_method = 'private_key_jwt';
+    client.jwks = { keys: [CLIENT_JWK] };
+  } else if (secret) {
     client.client_secret = secret;
     client.token_endpoint_auth_method = (main && CLIENT_AUTH_METHOD) || 'client_secret_basic';
   } else {
@@ -154,10 +211,47 @@ const clients = [makeClient(CLIENT_ID, CLIENT_SECRET, { main: true })];
 if (CLIENT2_ID) clients.push(makeClient(CLIENT2_ID, CLIENT2_SECRET, { main: false }));
 
 // ----- keys ------------------------------------------------------------------------
+// A fresh private signing JWK for SIGNING_ALG: RSA-2048 (RS256) or EC P-256 (ES256).
 function generateSigningKey() {
-  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const { privateKey } = SIGNING_ALG === 'ES256'
+    ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
+    : crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = privateKey.export({ format: 'jwk' });
-  return { ...jwk, kid: `test-${crypto.randomBytes(6).toString('hex')}`, alg: 'RS256', use: 'sig' };
+  return { ...jwk, kid: `test-${crypto.randomBytes(6).toString('hex')}`, alg: SIGNING_ALG, use: 'sig' };
+}
+
+// The public part of a keystore key, as oidc-provider publishes it at /jwks
+// (lib/helpers/initialize_keystore.js).
+function publicJwk(key) {
+  return JSON.parse(JSON.stringify({
+    kty: key.kty,
+    use: key.use,
+    key_ops: key.key_ops ? [...key.key_ops] : undefined,
+    kid: key.kid,
+    alg: key.alg,
+    crv: key.crv,
+    e: key.e,
+    n: key.n,
+    x: key.x,
+    x5c: key.x5c ? [...key.x5c] : undefined,
+    y: key.y,
+    pub: key.pub,
+  }));
+}
+
+// A new signing key goes first in the provider's keystore (signing picks the first
+// key matching the alg), so everything is signed with it from now on. The old keys stay
+// (still published, still accepted by the IdP itself, e.g. in id_token_hint) unless
+// keepOld is false: then they are gone from both.
+function rotateSigningKeys(provider, keepOld) {
+  const state = instance(provider);
+  const key = generateSigningKey();
+  const old = [...state.keystore];
+  state.keystore.clear();
+  state.keystore.add(key);
+  if (keepOld) for (const k of old) state.keystore.add(k);
+  state.jwks = { keys: [...state.keystore].map(publicJwk) };
+  return { kid: key.kid, kids: state.jwks.keys.map((k) => k.kid) };
 }
 
 // ----- test statistics & bookkeeping ---------------------------------------------
@@ -168,6 +262,10 @@ const stats = {
   end_session: 0,
   end_session_confirm: 0,
   backchannel_logouts_sent: 0,
+  // error code ("invalid_grant", "invalid_client", ...) -> count, from grant.error
+  token_errors: {},
+  userinfo_requests: 0,
+  jwks_requests: 0,
 };
 function resetStats() {
   for (const k of Object.keys(stats.token_requests)) stats.token_requests[k] = 0;
@@ -176,6 +274,9 @@ function resetStats() {
   stats.end_session = 0;
   stats.end_session_confirm = 0;
   stats.backchannel_logouts_sent = 0;
+  stats.token_errors = {};
+  stats.userinfo_requests = 0;
+  stats.jwks_requests = 0;
 }
 
 // code_challenge values of authorization requests whose `scope` contained
@@ -237,8 +338,10 @@ async function main() {
       groups: ['groups'],
     },
     scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
-    // Put all claims of the granted scopes into the ID token (not only into userinfo).
-    conformIdTokenClaims: false,
+    // Shipped default (true): when the access token can be used at userinfo (opaque, no
+    // `aud`), the ID token carries only sub + protocol claims and the scope claims are
+    // at userinfo only. CLAIMS_IN_ID_TOKEN=1 puts them in the ID token too.
+    ...(CLAIMS_IN_ID_TOKEN ? { conformIdTokenClaims: false } : {}),
 
     pkce: { required: () => true },
     responseTypes: ['code'],
@@ -279,16 +382,25 @@ ${form}
       backchannelLogout: { enabled: true },
       claimsParameter: { enabled: true },
       userinfo: { enabled: true },
+      // USERINFO_SIGNED=1: /me answers application/jwt for the main client.
+      jwtUserinfo: { enabled: USERINFO_SIGNED },
       resourceIndicators: {
         enabled: true,
-        // No `resource` parameter -> API_RESOURCE, both at /auth and /token.
-        defaultResource: async (ctx, client, oneOf) => {
-          if (oneOf) return oneOf.includes(API_RESOURCE) ? API_RESOURCE : oneOf[0];
-          return API_RESOURCE;
-        },
-        // Always mint the access token for the granted resource (a JWT), never an
-        // opaque userinfo token.
-        useGrantedResource: async () => true,
+        // Default (shipped defaults for defaultResource/useGrantedResource): without a
+        // `resource` parameter the access token is opaque, good for userinfo and
+        // introspection. With a `resource` parameter (at /auth and /token) it is a JWT
+        // for that resource (getResourceServerInfo below).
+        // ACCESS_TOKEN_FORMAT=jwt: every access token is a JWT for API_RESOURCE.
+        ...(ACCESS_TOKEN_FORMAT === 'jwt' ? {
+          // No `resource` parameter -> API_RESOURCE, both at /auth and /token.
+          defaultResource: async (ctx, client, oneOf) => {
+            if (oneOf) return oneOf.includes(API_RESOURCE) ? API_RESOURCE : oneOf[0];
+            return API_RESOURCE;
+          },
+          // Always mint the access token for the granted resource (a JWT), never an
+          // opaque userinfo token.
+          useGrantedResource: async () => true,
+        } : {}),
         getResourceServerInfo: async (ctx, resourceIndicator) => {
           let url;
           try {
@@ -304,7 +416,7 @@ ${form}
             audience: resourceIndicator,
             accessTokenTTL: ACCESS_TOKEN_TTL,
             accessTokenFormat: 'jwt',
-            jwt: { sign: { alg: 'RS256' } },
+            jwt: { sign: { alg: SIGNING_ALG } },
           };
         },
       },
@@ -399,11 +511,19 @@ ${form}
     if (src) rememberSid(src.accountId, src.clientId, src.sid);
     log('token issued', ctx.oidc.params?.grant_type, 'client', ctx.oidc.client?.clientId);
   });
-  provider.on('grant.error', (ctx, err) => log('token error', ctx.oidc?.params?.grant_type, err.message, err.error_description || ''));
-  provider.on('authorization.error', (ctx, err) => log('authorization error', err.message, err.error_description || ''));
-  provider.on('end_session.error', (ctx, err) => log('end_session error', err.message, err.error_description || ''));
-  provider.on('revocation.error', (ctx, err) => log('revocation error', err.message, err.error_description || ''));
-  provider.on('introspection.error', (ctx, err) => log('introspection error', err.message, err.error_description || ''));
+  const detail = (err) => (err.error_detail ? `(${err.error_detail})` : '');
+  provider.on('grant.error', (ctx, err) => {
+    const code = err.error || err.message || 'unknown';
+    stats.token_errors[code] = (stats.token_errors[code] || 0) + 1;
+    // e.g. "token error refresh_token invalid_grant grant request is invalid (refresh token already used)"
+    log('token error', ctx.oidc?.params?.grant_type, code, err.error_description || '', detail(err));
+  });
+  provider.on('userinfo.error', (ctx, err) => log('userinfo error', err.message, err.error_description || '', detail(err)));
+  provider.on('jwks.error', (ctx, err) => log('jwks error', err.message, err.error_description || '', detail(err)));
+  provider.on('authorization.error', (ctx, err) => log('authorization error', err.message, err.error_description || '', detail(err)));
+  provider.on('end_session.error', (ctx, err) => log('end_session error', err.message, err.error_description || '', detail(err)));
+  provider.on('revocation.error', (ctx, err) => log('revocation error', err.message, err.error_description || '', detail(err)));
+  provider.on('introspection.error', (ctx, err) => log('introspection error', err.message, err.error_description || '', detail(err)));
   provider.on('backchannel.error', (ctx, err, client) => log('backchannel error', client.clientId, err.message));
   provider.on('backchannel.success', (ctx, client, accountId, sid) => {
     stats.backchannel_logouts_sent += 1;
@@ -442,6 +562,10 @@ ${form}
       stats.end_session += 1;
     } else if (path === '/session/end/confirm') {
       stats.end_session_confirm += 1;
+    } else if (path === '/me' && (method === 'GET' || method === 'POST')) {
+      stats.userinfo_requests += 1;
+    } else if (path === '/jwks' && method === 'GET') {
+      stats.jwks_requests += 1;
     }
 
     // The built-in pages @import a Google web font; drop it so browsers stay offline.
@@ -462,7 +586,9 @@ ${form}
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 
-  log(`issuer ${issuer}; clients: ${clients.map((c) => `${c.client_id} (${c.token_endpoint_auth_method})`).join(', ')}; api resource ${API_RESOURCE}`);
+  log(`issuer ${issuer}; clients: ${clients.map((c) => `${c.client_id} (${c.token_endpoint_auth_method})`).join(', ')}; api resource ${API_RESOURCE}`
+    + `; signing ${SIGNING_ALG}; access tokens ${ACCESS_TOKEN_FORMAT}; claims in id token ${CLAIMS_IN_ID_TOKEN ? 'all' : 'default'}`
+    + `${USERINFO_SIGNED ? '; signed userinfo' : ''}${CLIENT_JWK ? `; client key ${CLIENT_JWK.kid} (${CLIENT_JWK.alg})` : ''}`);
   process.stdout.write(`IDP_READY ${issuer}\n`);
 }
 
@@ -557,6 +683,13 @@ async function testHooks(ctx, provider) {
   if (path === '/__test/reset_stats' && method === 'POST') {
     resetStats();
     sendJson(ctx, 200, stats);
+    return;
+  }
+  if (path === '/__test/rotate_keys' && method === 'POST') {
+    const keepOld = !(q.keep_old === '0' || q.keep_old === 'false');
+    const out = rotateSigningKeys(provider, keepOld);
+    log('test hook rotate_keys', JSON.stringify({ ...out, keep_old: keepOld }));
+    sendJson(ctx, 200, out);
     return;
   }
   if (path === '/__test/health' && method === 'GET') {
