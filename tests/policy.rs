@@ -864,7 +864,12 @@ async fn open_redirects_are_refused() {
         let url = stack.url_for(&format!("/oauth2/sign_out?rd={}", form_encode(rd)));
         let client = client.clone();
         async move {
-            let resp = client.get(&url).send().await.expect("GET /oauth2/sign_out");
+            let resp = client
+                .get(&url)
+                .header("sec-fetch-site", "same-origin")
+                .send()
+                .await
+                .expect("GET /oauth2/sign_out");
             assert_eq!(resp.status(), StatusCode::FOUND, "sign_out rd={rd:?}");
             resp.headers()
                 .get("location")

@@ -31,11 +31,11 @@ const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-meth
 
 /// The request the proxy in front is asking about.
 #[derive(Debug, PartialEq)]
-struct Original {
-    host: Option<String>,
-    path: String,
+pub struct Original {
+    pub host: Option<String>,
+    pub path: String,
     /// `None` when the proxy did not say (nginx's subrequest is always a GET).
-    method: Option<Method>,
+    pub method: Option<Method>,
 }
 
 /// Splits `scheme://host/path?query` (or `/path?query`) without a full URL parser, so a
@@ -58,7 +58,7 @@ fn split_original_url(value: &str) -> Option<(Option<String>, String)> {
 /// there is no description at all. Fails closed: an unusable description, or two that
 /// disagree, are refused rather than read as `/` (which a public catch-all route would let
 /// through).
-fn original_request(headers: &HeaderMap) -> Result<Option<Original>, Error> {
+pub fn original_request(headers: &HeaderMap) -> Result<Option<Original>, Error> {
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let bad = |why: &'static str| Error::new(Kind::BadRequest(why));
     let method = match headers.get(&X_FORWARDED_METHOD) {

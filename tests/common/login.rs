@@ -222,9 +222,12 @@ impl Browser {
 
     /// A top-level navigation: `GET` with a browser's `Accept`.
     pub async fn navigate(&self, url: &str) -> Hop {
+        // As a browser sends it for a URL the user typed or a bookmark (Fetch Metadata):
+        // the gateway's sign-out only acts on those and on same-origin navigations.
         self.send(
             self.request(Method::GET, url)
-                .header(ACCEPT, NAVIGATION_ACCEPT),
+                .header(ACCEPT, NAVIGATION_ACCEPT)
+                .header("sec-fetch-site", "none"),
         )
         .await
     }
