@@ -574,7 +574,6 @@ async fn skip_auth_paths_are_anchored_and_method_bound() {
         ("GET", "/admin/health/"),
         ("GET", "/admin/health/x"),
         ("GET", "/admin/health;x"),
-        ("GET", "/admin/health%2F..%2Fsecret"),
         ("GET", "/admin/health/../secret"),
         ("GET", "/admin/health%3F"),
         ("GET", "/admin/xhealth"),
@@ -649,6 +648,8 @@ enum Want {
     /// Served by this route's upstream with exactly this path (the normalized path
     /// really belongs there).
     Served(&'static str, &'static str),
+    /// Refused before routing (400 `ambiguous_path`): servers would read it differently.
+    Refused,
 }
 
 /// Raw request-targets (sent byte for byte, no session) that try to reach the protected
@@ -656,7 +657,7 @@ enum Want {
 /// the access log shows which route took each one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_tricks_never_reach_the_admin_upstream() {
-    use Want::{Login, Served};
+    use Want::{Login, Refused, Served};
     let stack = Stack::start().await;
     let addr = stack.gateway.addr();
     let absolute = format!("http://{addr}/public/../admin");
@@ -681,28 +682,25 @@ async fn path_tricks_never_reach_the_admin_upstream() {
         ("/./admin", Login("admin")),
         ("/admin/../admin/x", Login("admin")),
         (absolute.as_str(), Login("admin")),
-        // Not the admin route at all: `/ADMIN` (case-sensitive), encoded separators.
+        // Not the admin route at all: `/ADMIN` (case-sensitive), `;` inside a segment.
         ("/ADMIN", Login("catchall")),
         ("/Admin/secret", Login("catchall")),
-        ("/admin%2f", Login("catchall")),
-        ("/admin%2F..%2Fpublic", Login("catchall")),
-        ("/%2Fadmin", Login("catchall")),
         ("/admin%3bx", Login("catchall")),
-        ("/admin%00", Login("catchall")),
         ("/adminx", Login("catchall")),
-        // A backslash is not a separator: encoded, one segment.
-        ("/public\\..\\admin", Login("catchall")),
-        ("/admin\\x", Login("catchall")),
-        ("/public%2F..%2Fadmin", Login("catchall")),
-        ("/public%2f%2e%2e%2fadmin", Login("catchall")),
-        // One segment under /public, so the public upstream serves it as such.
-        (
-            "/public/%2e%2e%2fadmin",
-            Served("public", "/public/..%2Fadmin"),
-        ),
-        ("/public/..%2Fadmin", Served("public", "/public/..%2Fadmin")),
-        ("/public/..;/admin", Served("public", "/public/..;/admin")),
         ("/public/x/../y", Served("public", "/public/y")),
+        // Encoded separators, backslashes, `;` on dot segments, control characters: some
+        // upstreams decode or strip them, so they are refused before routing.
+        ("/admin%2f", Refused),
+        ("/admin%2F..%2Fpublic", Refused),
+        ("/%2Fadmin", Refused),
+        ("/admin%00", Refused),
+        ("/public\\..\\admin", Refused),
+        ("/admin\\x", Refused),
+        ("/public%2F..%2Fadmin", Refused),
+        ("/public%2f%2e%2e%2fadmin", Refused),
+        ("/public/%2e%2e%2fadmin", Refused),
+        ("/public/..%2Fadmin", Refused),
+        ("/public/..;/admin", Refused),
     ];
 
     let mut ids = Vec::new();
@@ -722,6 +720,18 @@ async fn path_tricks_never_reach_the_admin_upstream() {
         .await;
         match want {
             Login(_) => assert_unauthorized_raw(target, &resp),
+            Refused => {
+                assert_eq!(resp.status, 400, "GET {target}: {}", resp.text());
+                assert!(
+                    resp.text().contains("ambiguous_path"),
+                    "GET {target}: {}",
+                    resp.text()
+                );
+                assert!(
+                    resp.header("x-upstream-name").is_none(),
+                    "GET {target} reached an upstream"
+                );
+            }
             Served(upstream, path) => {
                 assert_eq!(resp.status, 200, "GET {target}: {}", resp.text());
                 let echo = Echoed::parse(&resp.body);
@@ -765,10 +775,14 @@ async fn path_tricks_never_reach_the_admin_upstream() {
             .find(|e| e["request_id"] == id.as_str() && e["message"] == "request")
             .unwrap_or_else(|| panic!("no access log line for {target} ({id})"));
         let (route, status) = match want {
-            Login(route) => (*route, 401),
-            Served(route, _) => (*route, 200),
+            Login(route) => (Some(route_id(route)), 401),
+            Served(route, _) => (Some(route_id(route)), 200),
+            // Refused before routing, or (an encoded slash) by the route it would take.
+            Refused => (None, 400),
         };
-        assert_eq!(line["route"], route_id(route), "{target}: {line}");
+        if let Some(route) = route {
+            assert_eq!(line["route"], route.as_str(), "{target}: {line}");
+        }
         assert_eq!(line["status"], status, "{target}: {line}");
     }
 }

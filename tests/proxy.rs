@@ -682,13 +682,46 @@ async fn percent_encoded_unreserved_characters_are_decoded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encoded_slash_stays_inside_one_segment() {
+async fn encoded_slash_is_refused_unless_the_route_allows_it() {
+    // Default: nginx and Jetty decode %2F, so the gateway refuses it rather than route
+    // `/a%2Fb` by one meaning and have the upstream serve another.
     let setup = normalization_setup().await;
+    for target in ["/a%2Fb", "/b%2Fx"] {
+        let resp = raw_request(setup.gw.addr(), "GET", target, &[], "").await;
+        assert_eq!(resp.status, 400, "{target}: {}", resp.text());
+        assert!(
+            resp.text().contains("ambiguous_path"),
+            "{target}: {}",
+            resp.text()
+        );
+    }
+
+    // An API that needs %2F opts in: the segment stays whole, matched and forwarded as one
+    // string, upper-cased; a dot segment next to it is still refused.
+    let api = EchoUpstream::start_named("API").await;
+    let other = EchoUpstream::start_named("OTHER").await;
+    let routes = [
+        format!(
+            "{}\nallow_encoded_slashes = true\n\n",
+            route(None, "/api", &api.url()).trim_end()
+        ),
+        route(None, "/", &other.url()),
+    ]
+    .concat();
+    let gw = Gateway::start(&config("", &routes)).await;
     assert_routed(
-        &setup.gw,
-        &[("/a%2Fb", "A", "/a%2Fb"), ("/b%2Fx", "A", "/b%2Fx")],
+        &gw,
+        &[
+            ("/api/a%2fb", "API", "/api/a%2Fb"),
+            ("/api/repos/o%2Fr/x", "API", "/api/repos/o%2Fr/x"),
+        ],
     )
     .await;
+    for target in ["/api/..%2Fx", "/api/a%2F..%2Fb", "/api/.%2F", "/a%2Fb"] {
+        let resp = raw_request(gw.addr(), "GET", target, &[], "").await;
+        assert_eq!(resp.status, 400, "{target}: {}", resp.text());
+    }
+    assert!(other.received().is_empty(), "{:?}", other.received());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
