@@ -223,7 +223,7 @@ mod tests {
         let from_pkcs8 =
             ClientKey::from_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes(), None).unwrap();
         assert_eq!(from_pkcs8.alg(), "RS256");
-        let now = crate::session::model::now();
+        let now = crate::clock::now();
         let claims = verify(
             &from_pkcs8,
             &from_pkcs8
@@ -261,7 +261,7 @@ mod tests {
             .unwrap();
         let key = ClientKey::from_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes(), None).unwrap();
         assert_eq!(key.alg(), "ES256");
-        let now = crate::session::model::now();
+        let now = crate::clock::now();
         let a = key.assertion("gw", "https://idp.test/token", now).unwrap();
         let b = key.assertion("gw", "https://idp.test/token", now).unwrap();
         assert_ne!(verify(&key, &a)["jti"], verify(&key, &b)["jti"]);

@@ -4,7 +4,7 @@
 
 use http::{Response, StatusCode};
 
-use crate::proxy::Body;
+use crate::body::Body;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -114,19 +114,19 @@ impl Error {
         }
         let reason = status.canonical_reason().unwrap_or("Error");
         if wants_html {
-            let body = crate::endpoints::page::render(
+            let body = crate::response::render(
                 &format!("{} {reason}", status.as_u16()),
                 self.public_message(),
                 request_id,
             );
-            return crate::endpoints::page::html_response(status, body);
+            return crate::response::html_response(status, body);
         }
         let body = format!(
             "{} {reason}: {}\nrequest id: {request_id}\n",
             status.as_u16(),
             self.public_message()
         );
-        crate::endpoints::page::text_response(status, body)
+        crate::response::text_response(status, body)
     }
 }
 

@@ -9,22 +9,25 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::body::Body;
+use crate::clock::now;
 use crate::config::{Config, ForwardAuthConfig, PolicyConfig};
+use crate::endpoints;
 use crate::endpoints::redirect::RedirectPolicy;
-use crate::endpoints::{self, page};
 use crate::errors::{Error, Kind};
+use crate::http_client::HttpClient;
 use crate::metrics::RouteMetrics;
 use crate::oidc::refresh::{Refreshed, Refresher};
 use crate::oidc::{http::IdpHttp, Oidc};
 use crate::path;
 use crate::policy::{self, Decision, Permit};
 use crate::proxy::headers::{self, ClientConn, ClientHeaderRules};
-use crate::proxy::{Body, ForwardContext, Upstream};
+use crate::proxy::{ForwardContext, Upstream};
+use crate::response;
 use crate::routes::{Route, RouteTable};
 use crate::session::crypto::Keyring;
 use crate::session::login_cookie::LoginCookies;
 use crate::session::memory::MemoryStore;
-use crate::session::model::now;
 use crate::session::{LoadedSession, Session, Sessions};
 
 /// Everything login needs; absent when no `[oidc]` is configured (public routes only).
@@ -176,11 +179,12 @@ impl Gateway {
     /// Builds the gateway and starts OIDC discovery in the background.
     pub fn new(config: &Config) -> Self {
         let server = &config.server;
-        let upstream = Upstream::new(
+        let client = HttpClient::new(
             server.connect_timeout,
             server.upstream_timeout,
             &server.upstream_ca,
         );
+        let upstream = Upstream::new(client.clone());
         let auth = match (&config.oidc, &config.session) {
             (Some(oidc_cfg), Some(session_cfg)) => {
                 let keyring = Arc::new(Keyring::new(&session_cfg.secrets));
@@ -190,11 +194,7 @@ impl Gateway {
                     .public_url
                     .join("/oauth2/callback")
                     .unwrap_or_else(|_| server.public_url.clone());
-                oidc.spawn_discovery(
-                    oidc_cfg.clone(),
-                    IdpHttp::new(upstream.clone()),
-                    redirect_uri,
-                );
+                oidc.spawn_discovery(oidc_cfg.clone(), IdpHttp::new(client.clone()), redirect_uri);
                 Some(Auth {
                     oidc,
                     login_cookies: LoginCookies::new(
@@ -338,12 +338,12 @@ impl Gateway {
         }
         match path.as_ref() {
             "/metrics" if self.metrics_here => return Ok(self.metrics_response().await),
-            "/healthz" => return Ok(page::text_response(StatusCode::OK, "ok\n")),
+            "/healthz" => return Ok(response::text_response(StatusCode::OK, "ok\n")),
             "/readyz" => {
                 return Ok(if self.is_ready().await {
-                    page::text_response(StatusCode::OK, "ready\n")
+                    response::text_response(StatusCode::OK, "ready\n")
                 } else {
-                    page::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    response::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 });
             }
             p if p.starts_with("/oauth2/") => {
@@ -491,7 +491,7 @@ impl Gateway {
             Some(a) => a.sessions.store().entry_count().await,
             None => None,
         };
-        page::metrics_response(crate::metrics::get().render(sessions))
+        response::metrics_response(crate::metrics::get().render(sessions))
     }
 
     /// Turns a decision into a permit or the answer for the client; a denial is logged
@@ -518,16 +518,16 @@ impl Gateway {
 /// Never a redirect, so a denied user cannot end up in a login loop.
 pub fn forbidden(html: bool) -> Response<Body> {
     if html {
-        return page::html_response(
+        return response::html_response(
             StatusCode::FORBIDDEN,
-            page::render(
+            response::render(
                 "403 Forbidden",
                 "You are signed in, but your account is not allowed to see this page. Ask its owner for access, or sign out and use another account.",
                 "",
             ),
         );
     }
-    page::json_response(
+    response::json_response(
         StatusCode::FORBIDDEN,
         r#"{"error":"forbidden","error_description":"not allowed by policy"}"#.to_string(),
     )
@@ -542,7 +542,7 @@ fn bearer_header(headers: &HeaderMap) -> Option<&HeaderValue> {
 
 /// 401 for a bearer token that failed validation (RFC 6750 §3.1).
 fn invalid_token() -> Response<Body> {
-    let mut resp = page::json_response(
+    let mut resp = response::json_response(
         StatusCode::UNAUTHORIZED,
         r#"{"error":"invalid_token","error_description":"the bearer token is invalid or expired"}"#
             .to_string(),
@@ -563,13 +563,13 @@ fn ambiguous_path<B>(
 ) -> Response<Body> {
     tracing::info!(event = "ambiguous_path", request_id = info.request_id, peer = %info.conn.peer, reason = why.0, "request path refused");
     if wants_html(req.headers()) {
-        return page::html_response(
+        return response::html_response(
             StatusCode::BAD_REQUEST,
-            page::render("400 Bad Request", why.0, info.request_id),
+            response::render("400 Bad Request", why.0, info.request_id),
         );
     }
     let body = serde_json::json!({ "error": "ambiguous_path", "error_description": why.0 });
-    page::json_response(StatusCode::BAD_REQUEST, body.to_string())
+    response::json_response(StatusCode::BAD_REQUEST, body.to_string())
 }
 
 /// A browser navigation: GET/HEAD that accepts HTML.
@@ -590,12 +590,12 @@ fn login_or_unauthorized<B>(req: &Request<B>) -> Response<Body> {
     }
     let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let rd: String = url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
-    page::redirect(&format!("/oauth2/start?rd={rd}"))
+    response::redirect(&format!("/oauth2/start?rd={rd}"))
 }
 
 /// 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3) and a JSON body.
 pub fn unauthorized() -> Response<Body> {
-    let mut resp = page::json_response(
+    let mut resp = response::json_response(
         StatusCode::UNAUTHORIZED,
         r#"{"error":"unauthorized","error_description":"login required"}"#.to_string(),
     );

@@ -2,19 +2,23 @@
 //! request path lives in `gateway`, the listeners in `server`.
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod client_key;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod endpoints;
 pub mod errors;
 pub mod gateway;
 pub mod host;
+pub mod http_client;
 pub mod metrics;
 pub mod net;
 pub mod oidc;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod response;
 pub mod routes;
 pub mod secret;
 pub mod server;
@@ -99,7 +103,7 @@ pub async fn serve_on(
                 if req.uri().path() == "/metrics" {
                     gw.metrics_response().await
                 } else {
-                    endpoints::page::text_response(http::StatusCode::NOT_FOUND, "not found\n")
+                    response::text_response(http::StatusCode::NOT_FOUND, "not found\n")
                 }
             }
         });

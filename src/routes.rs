@@ -212,4 +212,29 @@ mod tests {
         assert_eq!(strip_port("[::1]:4180"), "::1");
         assert_eq!(strip_port("a.test"), "a.test");
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The upstream receives the canonical path, so it must route where the request
+        /// did: canonicalizing what is forwarded changes nothing.
+        #[test]
+        fn the_route_of_a_request_is_the_route_of_what_the_upstream_receives(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    Just("b"), Just("x"), Just("a.test"), Just(".."), Just("."), Just("%2e%2e"),
+                    Just("%62"), Just(";x"), Just("%3b"), Just("%2f"), Just("B"), Just(""),
+                ],
+                0..6,
+            )
+        ) {
+            let raw = format!("/{}", parts.join("/"));
+            if let Ok(canonical) = crate::path::canonicalize(&raw) {
+                let t = table();
+                let forwarded = crate::path::canonicalize(&canonical.path).expect("canonical is accepted");
+                let port = |p: &str| t.match_request(Some("other"), p).map(|r| r.upstream.authority.port_u16());
+                prop_assert_eq!(port(&canonical.path), port(&forwarded.path), "{}", raw);
+            }
+        }
+    }
 }

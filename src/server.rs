@@ -21,10 +21,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::Body;
 use crate::config::{ConfigError, ServerConfig};
 use crate::gateway::Gateway;
 use crate::proxy::headers::ClientConn;
-use crate::proxy::Body;
 
 /// A TLS handshake that takes longer than this is dropped (slowloris protection).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -224,7 +224,7 @@ async fn serve_one(
     gateway: Arc<Gateway>,
     req: hyper::Request<hyper::body::Incoming>,
     conn: ClientConn,
-) -> Result<hyper::Response<crate::proxy::Body>, Infallible> {
+) -> Result<hyper::Response<crate::body::Body>, Infallible> {
     Ok(gateway.handle(req, conn).await)
 }
 

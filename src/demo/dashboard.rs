@@ -5,8 +5,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::{header, Request, Response, StatusCode};
 
-use crate::endpoints::page::{self, escape};
-use crate::proxy::Body;
+use crate::body::Body;
+use crate::response::{self, escape};
 
 pub fn handle<B>(req: &Request<B>) -> Response<Body> {
     let header_text = |name: &str| {
@@ -44,7 +44,7 @@ portcullis logged you in at the identity provider and forwarded this request wit
         escape(&claims),
         escape(req.uri().path()),
     );
-    page::html_response(StatusCode::OK, body)
+    response::html_response(StatusCode::OK, body)
 }
 
 /// The JWT's payload as pretty JSON (not verified: this is a display).

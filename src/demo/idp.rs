@@ -16,10 +16,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
 
 use super::{form, read_body};
-use crate::endpoints::page::{self, escape};
-use crate::proxy::Body;
+use crate::body::Body;
+use crate::clock::now;
+use crate::response::{self, escape};
 use crate::secret::constant_time_eq;
-use crate::session::model::now;
 
 const CODE_TTL: u64 = 60;
 const ACCESS_TOKEN_TTL: u64 = 300;
@@ -150,7 +150,7 @@ impl DevIdp {
                 None => bad_request("invalid_request", "unreadable body"),
             },
             (Method::GET, "/end_session") => self.end_session(&form(&query)),
-            _ => page::text_response(StatusCode::NOT_FOUND, "not found\n"),
+            _ => response::text_response(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
@@ -196,9 +196,9 @@ impl DevIdp {
 
     fn authorize_form(&self, p: &HashMap<String, String>) -> Response<Body> {
         if let Err(why) = self.check_authorize(p) {
-            return page::html_response(
+            return response::html_response(
                 StatusCode::BAD_REQUEST,
-                page::render("Bad request", why, ""),
+                response::render("Bad request", why, ""),
             );
         }
         let hidden: String = [
@@ -228,7 +228,7 @@ impl DevIdp {
 <label>Password (anything, it is not checked)<br><input type=\"password\" name=\"password\"></label><br>\
 <button type=\"submit\">Sign in</button></form></body></html>"
         );
-        let mut resp = page::html_response(StatusCode::OK, body);
+        let mut resp = response::html_response(StatusCode::OK, body);
         // The form posts here and is then redirected to the gateway: CSP `form-action`
         // covers redirects too, so leave it open.
         resp.headers_mut().insert(
@@ -242,9 +242,9 @@ impl DevIdp {
 
     fn authorize_submit(&self, p: &HashMap<String, String>) -> Response<Body> {
         if let Err(why) = self.check_authorize(p) {
-            return page::html_response(
+            return response::html_response(
                 StatusCode::BAD_REQUEST,
-                page::render("Bad request", why, ""),
+                response::render("Bad request", why, ""),
             );
         }
         let user: String = p
@@ -281,7 +281,7 @@ impl DevIdp {
             }
             q.append_pair("iss", &self.issuer);
         }
-        page::redirect(location.as_str())
+        response::redirect(location.as_str())
     }
 
     fn client_authenticated(
@@ -457,7 +457,7 @@ impl DevIdp {
         if let Some(t) = p.get("token") {
             self.state().refresh.remove(t);
         }
-        page::text_response(StatusCode::OK, "")
+        response::text_response(StatusCode::OK, "")
     }
 
     fn end_session(&self, p: &HashMap<String, String>) -> Response<Body> {
@@ -465,11 +465,11 @@ impl DevIdp {
             Some(uri)
                 if uri.starts_with(self.redirect_uri.trim_end_matches("/oauth2/callback")) =>
             {
-                page::redirect(uri)
+                response::redirect(uri)
             }
-            _ => page::html_response(
+            _ => response::html_response(
                 StatusCode::OK,
-                page::render(
+                response::render(
                     "Signed out",
                     "You are signed out of the demo identity provider.",
                     "",
@@ -480,11 +480,11 @@ impl DevIdp {
 }
 
 fn json_ok(v: Value) -> Response<Body> {
-    page::json_response(StatusCode::OK, v.to_string())
+    response::json_response(StatusCode::OK, v.to_string())
 }
 
 fn json_error(status: StatusCode, error: &str, description: &str) -> Response<Body> {
-    page::json_response(
+    response::json_response(
         status,
         json!({ "error": error, "error_description": description }).to_string(),
     )

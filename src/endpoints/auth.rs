@@ -15,13 +15,13 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::page;
+use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::gateway::{forbidden, unauthorized, Auth, CurrentSession};
 use crate::path::canonicalize;
 use crate::policy::{self, Decision};
 use crate::proxy::headers::ClientConn;
-use crate::proxy::Body;
+use crate::response;
 use crate::routes::RouteTable;
 
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
@@ -161,7 +161,7 @@ pub async fn handle(
 }
 
 fn accepted() -> Response<Body> {
-    page::empty_response(StatusCode::ACCEPTED)
+    response::empty_response(StatusCode::ACCEPTED)
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::page;
+use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::gateway::Auth;
-use crate::proxy::Body;
+use crate::response;
 
 /// A logout token is a JWT in a small form; anything bigger is not one.
 const MAX_BODY: usize = 16 * 1024;
@@ -51,11 +51,11 @@ pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body
         sid = subject.sid.as_deref(),
         "sessions ended by the identity provider"
     );
-    Ok(page::text_response(StatusCode::OK, ""))
+    Ok(response::text_response(StatusCode::OK, ""))
 }
 
 fn refused() -> Response<Body> {
-    page::json_response(
+    response::json_response(
         StatusCode::BAD_REQUEST,
         r#"{"error":"invalid_request","error_description":"invalid logout token"}"#.to_string(),
     )

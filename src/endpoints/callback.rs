@@ -7,15 +7,16 @@ use http::header;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{page, query_params, single};
+use super::{query_params, single};
+use crate::body::Body;
+use crate::clock::{now, now_ms};
 use crate::errors::{Error, Kind};
 use crate::gateway::{Auth, RequestInfo};
 use crate::oidc::login::PendingLogin;
 use crate::oidc::printable;
-use crate::proxy::Body;
+use crate::response;
 use crate::secret::constant_time_eq;
 use crate::session::login_cookie::is_issued_state;
-use crate::session::model::{now, now_ms};
 use crate::session::{crypto::SessionId, find_cookie, Session};
 
 pub async fn handle(
@@ -129,9 +130,9 @@ async fn complete(
         let message = format!(
             "The identity provider did not sign you in (error: {code}). You can try again."
         );
-        return Ok(page::html_response(
+        return Ok(response::html_response(
             StatusCode::FORBIDDEN,
-            page::render("Sign-in was not completed", &message, ""),
+            response::render("Sign-in was not completed", &message, ""),
         ));
     }
 
@@ -173,7 +174,7 @@ async fn complete(
         .map_err(|e| Error::with_source(Kind::Internal, e))?;
     crate::metrics::get().login("completed", "ok");
     tracing::info!(event = "login", sub = %session.sub, "login completed");
-    let mut resp = page::redirect(&return_to);
+    let mut resp = response::redirect(&return_to);
     resp.headers_mut().append(header::SET_COOKIE, set_cookie);
     Ok(resp)
 }

@@ -4,7 +4,6 @@
 pub mod auth;
 pub mod backchannel_logout;
 pub mod callback;
-pub mod page;
 pub mod redirect;
 pub mod sign_out;
 pub mod start;
@@ -13,9 +12,9 @@ pub mod userinfo;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::gateway::{Auth, RequestInfo};
-use crate::proxy::Body;
 use crate::routes::RouteTable;
 
 /// Dispatches `/oauth2/*` by normalized path.

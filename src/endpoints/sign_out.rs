@@ -15,10 +15,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{page, query_params, single};
+use super::{query_params, single};
+use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::gateway::Auth;
-use crate::proxy::Body;
+use crate::response;
 use crate::session::LoadedSession;
 
 /// The confirmation form's body is one small field.
@@ -94,7 +95,7 @@ async fn end_session(
             }
         }
     }
-    let mut resp = page::redirect(&location);
+    let mut resp = response::redirect(&location);
     resp.headers_mut()
         .append(header::SET_COOKIE, auth.sessions.clear_cookie());
     Ok(resp)
@@ -130,9 +131,9 @@ async fn form_token(req: Request<Incoming>) -> Result<Option<String>, Error> {
 }
 
 fn refused() -> Response<Body> {
-    page::html_response(
+    response::html_response(
         StatusCode::FORBIDDEN,
-        page::render(
+        response::render(
             "403 Forbidden",
             "Sign-out was requested from another site and was not carried out. Use the sign-out button of this site.",
             "",
@@ -148,14 +149,14 @@ fn confirmation_page(return_to: &str, token: Option<&str>) -> Response<Body> {
     let token_field = token.map_or(String::new(), |t| {
         format!(
             "<input type=\"hidden\" name=\"token\" value=\"{}\">",
-            page::escape(t)
+            response::escape(t)
         )
     });
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign out</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;color:#222}}</style></head>\
 <body><h1>Sign out?</h1><form method=\"post\" action=\"{}\">{token_field}<button type=\"submit\">Sign out</button></form></body></html>",
-        page::escape(&action)
+        response::escape(&action)
     );
-    page::html_response(StatusCode::OK, body)
+    response::html_response(StatusCode::OK, body)
 }

@@ -5,10 +5,11 @@ use http::header;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::{page, query_params, single};
+use super::{query_params, single};
+use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::gateway::Auth;
-use crate::proxy::Body;
+use crate::response;
 
 pub fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let oidc = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
@@ -22,7 +23,7 @@ pub fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Er
         .seal(&pending.state, payload)
         .ok_or_else(|| Error::with_source(Kind::Internal, "sealing the login cookie failed"))?;
     crate::metrics::get().login("started", "ok");
-    let mut resp = page::redirect(authorize_url.as_str());
+    let mut resp = response::redirect(authorize_url.as_str());
     resp.headers_mut().append(header::SET_COOKIE, set_cookie);
     Ok(resp)
 }

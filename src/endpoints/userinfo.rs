@@ -3,10 +3,10 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::page;
+use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::gateway::{unauthorized, Auth};
-use crate::proxy::Body;
+use crate::response;
 
 pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let loaded = auth
@@ -24,5 +24,5 @@ pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Bod
         "name": s.name,
         "groups": s.groups,
     });
-    Ok(page::json_response(StatusCode::OK, body.to_string()))
+    Ok(response::json_response(StatusCode::OK, body.to_string()))
 }

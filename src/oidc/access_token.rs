@@ -54,7 +54,7 @@ impl OidcClient {
         // key; RFC 9068 §4 makes iat REQUIRED and it must not lie ahead.
         if claims
             .iat
-            .is_some_and(|iat| iat > crate::session::model::now() + LEEWAY_SECS)
+            .is_some_and(|iat| iat > crate::clock::now() + LEEWAY_SECS)
         {
             return Err(invalid("iat is in the future"));
         }

@@ -7,20 +7,21 @@ use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use crate::body;
 use crate::errors::{Error, Kind};
-use crate::proxy::{self, Upstream};
+use crate::http_client::HttpClient;
 
 /// IdP answers are small; anything larger is refused rather than buffered.
 const MAX_IDP_BODY: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct IdpHttp {
-    upstream: Upstream,
+    client: HttpClient,
 }
 
 impl IdpHttp {
-    pub fn new(upstream: Upstream) -> Self {
-        IdpHttp { upstream }
+    pub fn new(client: HttpClient) -> Self {
+        IdpHttp { client }
     }
 
     /// GET a JSON document; non-2xx and malformed JSON are errors.
@@ -44,7 +45,7 @@ impl IdpHttp {
     ) -> Result<(T, http::HeaderMap), Error> {
         let req = http::Request::get(url.as_str())
             .header(http::header::ACCEPT, "application/json")
-            .body(proxy::empty())
+            .body(body::empty())
             .map_err(|e| Error::with_source(Kind::Idp(what), e))?;
         let resp = self.execute_request(req, endpoint).await?;
         if !resp.status().is_success() {
@@ -62,7 +63,7 @@ impl IdpHttp {
     /// Sends a request the gateway built itself (e.g. RFC 7009 revocation).
     pub async fn send(
         &self,
-        req: http::Request<proxy::Body>,
+        req: http::Request<body::Body>,
         endpoint: &'static str,
     ) -> Result<http::Response<Bytes>, Error> {
         self.execute_request(req, endpoint).await
@@ -70,7 +71,7 @@ impl IdpHttp {
 
     async fn execute_request(
         &self,
-        req: http::Request<proxy::Body>,
+        req: http::Request<body::Body>,
         endpoint: &'static str,
     ) -> Result<http::Response<Bytes>, Error> {
         let started = std::time::Instant::now();
@@ -81,9 +82,9 @@ impl IdpHttp {
 
     async fn execute_timed(
         &self,
-        req: http::Request<proxy::Body>,
+        req: http::Request<body::Body>,
     ) -> Result<http::Response<Bytes>, Error> {
-        let resp = self.upstream.send(req).await.map_err(|e| {
+        let resp = self.client.send(req).await.map_err(|e| {
             Error::with_source(Kind::Idp("the identity provider could not be reached"), e)
         })?;
         let (parts, body) = resp.into_parts();
@@ -105,7 +106,7 @@ impl IdpHttp {
         let (parts, body) = req.into_parts();
         // The oauth2 crate only calls the token endpoint (revocation is built in-house).
         let endpoint = "token";
-        let req = http::Request::from_parts(parts, proxy::full(body));
+        let req = http::Request::from_parts(parts, body::full(body));
         let resp = self.execute_request(req, endpoint).await?;
         Ok(resp.map(|b| b.to_vec()))
     }

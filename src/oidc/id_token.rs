@@ -109,7 +109,7 @@ pub async fn validate(
         None if several_audiences => return Err(invalid("azp missing with several audiences")),
         _ => {}
     }
-    let now = crate::session::model::now();
+    let now = crate::clock::now();
     match c.iat {
         Some(iat) if iat > now + LEEWAY_SECS => return Err(invalid("iat is in the future")),
         Some(_) => {}

@@ -284,7 +284,7 @@ mod tests {
                         let text = b.read().unwrap().clone();
                         async move {
                             Ok::<_, std::convert::Infallible>(http::Response::new(
-                                crate::proxy::full(text),
+                                crate::body::full(text),
                             ))
                         }
                     });
@@ -319,8 +319,11 @@ mod tests {
 
     async fn jwks_for(fake: &FakeJwks) -> Jwks {
         crate::install_crypto_provider();
-        let upstream =
-            crate::proxy::Upstream::new(Duration::from_secs(2), Duration::from_secs(5), &[]);
+        let upstream = crate::http_client::HttpClient::new(
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            &[],
+        );
         let uri = Url::parse(&format!("http://{}/jwks", fake.addr)).unwrap();
         Jwks::load(IdpHttp::new(upstream), uri).await.unwrap()
     }

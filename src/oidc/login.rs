@@ -11,9 +11,9 @@ use super::claims::Profile;
 use super::id_token::{self, Expectations};
 use super::token_error::{classify, TokenFailure};
 use super::OidcClient;
+use crate::clock::{now, UnixTime};
 use crate::errors::{Error, Kind};
 use crate::secret::Secret;
-use crate::session::model::{now, UnixTime};
 
 /// A login in progress. Not `Clone`: `complete` takes it by value.
 #[derive(Serialize, Deserialize)]

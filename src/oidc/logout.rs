@@ -79,7 +79,7 @@ impl OidcClient {
         &self,
         endpoint: &Url,
         token: &Secret,
-    ) -> Result<http::Request<crate::proxy::Body>, RevocationRequestError> {
+    ) -> Result<http::Request<crate::body::Body>, RevocationRequestError> {
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("token", token.expose())
             .append_pair("token_type_hint", "refresh_token");
@@ -120,7 +120,7 @@ impl OidcClient {
             form.append_pair(name, &value);
         }
         request
-            .body(crate::proxy::full(form.finish()))
+            .body(crate::body::full(form.finish()))
             .map_err(RevocationRequestError::Http)
     }
 
@@ -166,7 +166,7 @@ impl OidcClient {
         {
             return Err(invalid("missing the back-channel logout event"));
         }
-        let now = crate::session::model::now();
+        let now = crate::clock::now();
         if claims
             .iat
             .is_none_or(|iat| iat > now + 60 || iat + 600 < now)

@@ -171,7 +171,7 @@ impl OidcClient {
                     .assertion(
                         &self.client_id,
                         self.metadata.token_endpoint.as_str(),
-                        crate::session::model::now(),
+                        crate::clock::now(),
                     )
                     .map_err(|e| Error::with_source(Kind::Internal, e))?;
                 Ok(vec![

@@ -26,9 +26,9 @@ use super::claims::Profile;
 use super::id_token::{self, Expectations};
 use super::token_error::{classify, TokenFailure};
 use super::OidcClient;
+use crate::clock::now;
 use crate::secret::Secret;
 use crate::session::crypto::SessionId;
-use crate::session::model::now;
 use crate::session::{Session, Sessions};
 
 /// How long a successful outcome serves requests that still carry the old session.
@@ -493,8 +493,11 @@ mod tests {
             userinfo: UserinfoMode::Auto,
             discovery_retry_max: Duration::from_secs(1),
         };
-        let upstream =
-            crate::proxy::Upstream::new(Duration::from_secs(2), Duration::from_secs(5), &[]);
+        let upstream = crate::http_client::HttpClient::new(
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            &[],
+        );
         let redirect = url::Url::parse("http://127.0.0.1:1/oauth2/callback").unwrap();
         let client =
             OidcClient::discover(&cfg, super::super::http::IdpHttp::new(upstream), &redirect)
@@ -542,7 +545,7 @@ mod tests {
             created_at: now(),
             last_seen: now(),
             claims: Default::default(),
-            created_ms: crate::session::model::now_ms(),
+            created_ms: crate::clock::now_ms(),
         }
     }
 

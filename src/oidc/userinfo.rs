@@ -53,7 +53,7 @@ impl OidcClient {
         let req = http::Request::get(endpoint.as_str())
             .header(header::ACCEPT, "application/json, application/jwt")
             .header(header::AUTHORIZATION, bearer)
-            .body(crate::proxy::empty())
+            .body(crate::body::empty())
             .map_err(failed)?;
         let resp = self.http.send(req, "userinfo").await?;
         if !resp.status().is_success() {

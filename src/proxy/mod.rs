@@ -1,43 +1,26 @@
-//! The upstream side, step 7 of the request path: one pooled hyper-util client shared by
-//! every request (keep-alive, http and https upstreams), bodies streamed both ways, and
-//! WebSocket upgrades spliced end to end. The OIDC client reuses the same pool.
+//! The upstream side, step 7 of the request path: an authorized request goes to its
+//! route's upstream over the shared pooled client (`crate::http_client`), bodies streamed
+//! both ways, WebSocket upgrades spliced end to end.
 
 pub mod headers;
-
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
+use crate::body::Body;
 use crate::errors::{Error, Kind};
+use crate::http_client::HttpClient;
 use crate::policy::Permit;
 use crate::routes::Route;
 use headers::{ClientConn, ClientHeaderRules};
 
-/// Body of every request and response the gateway handles: either streamed from a peer
-/// or a small buffer the gateway made itself. An enum, not a box: no allocation per request.
-pub type Body = Either<Incoming, Full<Bytes>>;
-
-/// A body the gateway wrote itself.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Either::Right(Full::new(bytes.into()))
-}
-
-pub fn empty() -> Body {
-    Either::Right(Full::new(Bytes::new()))
-}
-
-/// The pooled client and its timeouts.
+/// The proxy: forwards authorized requests over the shared pooled client.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
-    timeout: Duration,
+    client: HttpClient,
 }
 
 /// What the request path hands to `forward` besides the request itself.
@@ -54,36 +37,9 @@ pub struct ForwardContext<'a> {
 }
 
 impl Upstream {
-    pub fn new(
-        connect_timeout: Duration,
-        timeout: Duration,
-        extra_roots: &[rustls_pki_types::CertificateDer<'static>],
-    ) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_tls_config(extra_roots))
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(tls);
-        Upstream { client, timeout }
-    }
-
-    /// Sends a request and waits for the response head, bounded by the upstream timeout.
-    /// Used by the proxy and by the OIDC client (discovery, JWKS, token endpoint).
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Error> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(Error::with_source(Kind::UpstreamUnavailable, e)),
-            Err(_) => Err(Error::new(Kind::UpstreamTimeout)),
-        }
+    /// The proxy over the shared pooled client.
+    pub fn new(client: HttpClient) -> Self {
+        Upstream { client }
     }
 
     /// Forwards an authorized request to the route's upstream and returns its response,
@@ -141,7 +97,7 @@ impl Upstream {
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
 
-        let mut resp = self.send(req.map(Either::Left)).await?;
+        let mut resp = self.client.send(req.map(Either::Left)).await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return match (upgrade, client_upgrade) {
@@ -188,24 +144,4 @@ fn splice_upgrade(
     });
     let (parts, _) = upstream_resp.into_parts();
     Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
-}
-
-/// Trust store for https upstreams and the IdP: the platform's roots, Mozilla's, and the
-/// operator's `server.upstream_ca_file`.
-fn client_tls_config(
-    extra_roots: &[rustls_pki_types::CertificateDer<'static>],
-) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in extra_roots {
-        let _ = roots.add(cert.clone());
-    }
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // A malformed system certificate is skipped, as browsers do.
-        let _ = roots.add(cert);
-    }
-    rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
+use crate::clock::{now, now_ms, UnixTime};
 use crate::config::SessionConfig;
 use crypto::{Keyring, SessionId};
 pub use model::Session;
-use model::{now, now_ms, UnixTime};
 use store::{SessionStore, StoreError};
 
 /// Counts a store failure in the metrics and passes the result on.

@@ -5,7 +5,7 @@
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::proxy::{self, Body};
+use crate::body::{self, Body};
 
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -59,7 +59,7 @@ fn own(status: StatusCode, content_type: &'static str, body: Body) -> Response<B
 }
 
 pub fn html_response(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = own(status, "text/html; charset=utf-8", proxy::full(body));
+    let mut resp = own(status, "text/html; charset=utf-8", body::full(body));
     resp.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
@@ -68,16 +68,16 @@ pub fn html_response(status: StatusCode, body: String) -> Response<Body> {
 }
 
 pub fn json_response(status: StatusCode, body: String) -> Response<Body> {
-    own(status, "application/json", proxy::full(body))
+    own(status, "application/json", body::full(body))
 }
 
 pub fn text_response(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
-    own(status, "text/plain; charset=utf-8", proxy::full(body))
+    own(status, "text/plain; charset=utf-8", body::full(body))
 }
 
 /// A body-less answer (forward-auth's 202).
 pub fn empty_response(status: StatusCode) -> Response<Body> {
-    let mut resp = Response::new(proxy::empty());
+    let mut resp = Response::new(body::empty());
     *resp.status_mut() = status;
     no_store(&mut resp);
     resp
@@ -88,13 +88,13 @@ pub fn metrics_response(text: String) -> Response<Body> {
     own(
         StatusCode::OK,
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        proxy::full(text),
+        body::full(text),
     )
 }
 
 /// A 302 to `location` (already validated by the caller).
 pub fn redirect(location: &str) -> Response<Body> {
-    let mut resp = Response::new(proxy::empty());
+    let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::FOUND;
     no_store(&mut resp);
     let value = HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
