@@ -1,10 +1,7 @@
-//! One error type for the whole request path, and the single place that turns an error
-//! into a response. Clients get a status, a short fixed sentence and the request id; the
-//! detailed cause (`source()` chain) goes to the log only.
-
-use http::{Response, StatusCode};
-
-use crate::body::Body;
+//! One error type for the whole request path: what went wrong (`Kind`, from the client's
+//! point of view) and its cause (the `source()` chain, for the log only). It knows causes,
+//! not pages: `crate::response::error` is the one place that turns an error into a
+//! response.
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,22 +48,8 @@ impl Error {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
-        match self.kind {
-            Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Kind::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Kind::UriTooLong => StatusCode::URI_TOO_LONG,
-            Kind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Kind::UpstreamUnavailable | Kind::Idp(_) => StatusCode::BAD_GATEWAY,
-            Kind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Kind::NotReady | Kind::RefreshUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     /// The fixed sentence shown to the client; never includes the cause.
-    fn public_message(&self) -> &'static str {
+    pub fn public_message(&self) -> &'static str {
         match self.kind {
             Kind::NotFound => "no route for this host and path",
             Kind::MethodNotAllowed => "method not allowed here",
@@ -101,32 +84,6 @@ impl Error {
             next = e.source();
         }
         out
-    }
-
-    /// Logs the cause and renders the response: a small HTML page for browsers, plain text
-    /// otherwise.
-    pub fn to_response(&self, request_id: &str, wants_html: bool) -> Response<Body> {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(request_id, status = status.as_u16(), cause = %self.cause_chain(), "{}", self.public_message());
-        } else {
-            tracing::debug!(request_id, status = status.as_u16(), cause = %self.cause_chain(), "{}", self.public_message());
-        }
-        let reason = status.canonical_reason().unwrap_or("Error");
-        if wants_html {
-            let body = crate::response::render(
-                &format!("{} {reason}", status.as_u16()),
-                self.public_message(),
-                request_id,
-            );
-            return crate::response::html_response(status, body);
-        }
-        let body = format!(
-            "{} {reason}: {}\nrequest id: {request_id}\n",
-            status.as_u16(),
-            self.public_message()
-        );
-        crate::response::text_response(status, body)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::Body;
@@ -273,7 +273,7 @@ impl Gateway {
         let request_id = headers::request_id(req.headers());
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let wants_html = wants_html(req.headers());
+        let wants_html = response::wants_html(req.headers());
         let mut log = AccessLog {
             route: "",
             metrics: &self.unrouted_metrics,
@@ -286,7 +286,7 @@ impl Gateway {
         };
         let mut resp = match self.route_request(req, &uri, &info, &mut log).await {
             Ok(resp) => resp,
-            Err(e) => e.to_response(info.request_id, wants_html),
+            Err(e) => response::error(&e, info.request_id, wants_html),
         };
         let status = resp.status().as_u16();
         log.metrics.count(status);
@@ -454,7 +454,7 @@ impl Gateway {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "API bearer token refused");
-                        Authorized::Respond(invalid_token())
+                        Authorized::Respond(response::invalid_token())
                     }
                 });
             }
@@ -505,32 +505,13 @@ impl Gateway {
     ) -> Authorized {
         match decision {
             Decision::Allow(permit) => Authorized::Pass(permit),
-            Decision::Login => Authorized::Respond(login_or_unauthorized(req)),
+            Decision::Login => Authorized::Respond(response::login_or_unauthorized(req)),
             Decision::Deny => {
                 tracing::info!(event = "policy_deny", route = %route.name, sub = sub.unwrap_or(""), "access denied by policy");
-                Authorized::Respond(forbidden(wants_html(req.headers())))
+                Authorized::Respond(response::forbidden(response::wants_html(req.headers())))
             }
         }
     }
-}
-
-/// 403 for a signed-in user the policy does not admit: a page for browsers, JSON for APIs.
-/// Never a redirect, so a denied user cannot end up in a login loop.
-pub fn forbidden(html: bool) -> Response<Body> {
-    if html {
-        return response::html_response(
-            StatusCode::FORBIDDEN,
-            response::render(
-                "403 Forbidden",
-                "You are signed in, but your account is not allowed to see this page. Ask its owner for access, or sign out and use another account.",
-                "",
-            ),
-        );
-    }
-    response::json_response(
-        StatusCode::FORBIDDEN,
-        r#"{"error":"forbidden","error_description":"not allowed by policy"}"#.to_string(),
-    )
 }
 
 /// The `Authorization` header when it carries a bearer token (RFC 6750 §2.1).
@@ -538,20 +519,6 @@ fn bearer_header(headers: &HeaderMap) -> Option<&HeaderValue> {
     headers
         .get(header::AUTHORIZATION)
         .filter(|v| v.as_bytes().len() > 7 && v.as_bytes()[..7].eq_ignore_ascii_case(b"bearer "))
-}
-
-/// 401 for a bearer token that failed validation (RFC 6750 §3.1).
-fn invalid_token() -> Response<Body> {
-    let mut resp = response::json_response(
-        StatusCode::UNAUTHORIZED,
-        r#"{"error":"invalid_token","error_description":"the bearer token is invalid or expired"}"#
-            .to_string(),
-    );
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-    );
-    resp
 }
 
 /// 400 for a path that servers could read differently, with an audit line: someone may
@@ -562,44 +529,5 @@ fn ambiguous_path<B>(
     req: &Request<B>,
 ) -> Response<Body> {
     tracing::info!(event = "ambiguous_path", request_id = info.request_id, peer = %info.conn.peer, reason = why.0, "request path refused");
-    if wants_html(req.headers()) {
-        return response::html_response(
-            StatusCode::BAD_REQUEST,
-            response::render("400 Bad Request", why.0, info.request_id),
-        );
-    }
-    let body = serde_json::json!({ "error": "ambiguous_path", "error_description": why.0 });
-    response::json_response(StatusCode::BAD_REQUEST, body.to_string())
-}
-
-/// A browser navigation: GET/HEAD that accepts HTML.
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
-}
-
-/// No session: a browser navigating is sent to log in (and back here afterwards); anything
-/// else — APIs, XHR, non-GET — gets a 401, so a POST can never start a redirect loop.
-fn login_or_unauthorized<B>(req: &Request<B>) -> Response<Body> {
-    let navigation =
-        (req.method() == Method::GET || req.method() == Method::HEAD) && wants_html(req.headers());
-    if !navigation {
-        return unauthorized();
-    }
-    let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let rd: String = url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
-    response::redirect(&format!("/oauth2/start?rd={rd}"))
-}
-
-/// 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3) and a JSON body.
-pub fn unauthorized() -> Response<Body> {
-    let mut resp = response::json_response(
-        StatusCode::UNAUTHORIZED,
-        r#"{"error":"unauthorized","error_description":"login required"}"#.to_string(),
-    );
-    resp.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    resp
+    response::ambiguous_path(why.0, info.request_id, response::wants_html(req.headers()))
 }

@@ -1,11 +1,15 @@
-//! The gateway's own small pages and responses (errors, login failures, redirects), with
-//! the headers every such response carries: no caching, no sniffing, no referrer, and a
-//! CSP that allows nothing but the inline style.
+//! The gateway's own responses, all built here: small pages, JSON and text answers,
+//! redirects, and every error and decision turned into a response (`error`, `forbidden`,
+//! `unauthorized`, `invalid_token`, `login_or_unauthorized`), each with the headers such a
+//! response carries: no caching, no sniffing, no referrer, and a CSP that allows nothing
+//! but the inline style. A leaf: it knows the body type and the error kinds, nothing of
+//! the request path.
 
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
 
 use crate::body::{self, Body};
+use crate::errors::{Error, Kind};
 
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -99,6 +103,124 @@ pub fn redirect(location: &str) -> Response<Body> {
     no_store(&mut resp);
     let value = HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
     resp.headers_mut().insert(header::LOCATION, value);
+    resp
+}
+
+/// The status for an error of this kind.
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Kind::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Kind::UriTooLong => StatusCode::URI_TOO_LONG,
+        Kind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        Kind::UpstreamUnavailable | Kind::Idp(_) => StatusCode::BAD_GATEWAY,
+        Kind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        Kind::NotReady | Kind::RefreshUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The one place that turns an error into a response: logs the cause (a warning for
+/// server errors) and renders a small HTML page for browsers, plain text otherwise.
+pub fn error(e: &Error, request_id: &str, wants_html: bool) -> Response<Body> {
+    let status = status_of(e.kind);
+    if status.is_server_error() {
+        tracing::warn!(request_id, status = status.as_u16(), cause = %e.cause_chain(), "{}", e.public_message());
+    } else {
+        tracing::debug!(request_id, status = status.as_u16(), cause = %e.cause_chain(), "{}", e.public_message());
+    }
+    let reason = status.canonical_reason().unwrap_or("Error");
+    if wants_html {
+        let body = render(
+            &format!("{} {reason}", status.as_u16()),
+            e.public_message(),
+            request_id,
+        );
+        return html_response(status, body);
+    }
+    let body = format!(
+        "{} {reason}: {}\nrequest id: {request_id}\n",
+        status.as_u16(),
+        e.public_message()
+    );
+    text_response(status, body)
+}
+
+/// 403 for a signed-in user the policy does not admit: a page for browsers, JSON for APIs.
+/// Never a redirect, so a denied user cannot end up in a login loop.
+pub fn forbidden(html: bool) -> Response<Body> {
+    if html {
+        return html_response(
+            StatusCode::FORBIDDEN,
+            render(
+                "403 Forbidden",
+                "You are signed in, but your account is not allowed to see this page. Ask its owner for access, or sign out and use another account.",
+                "",
+            ),
+        );
+    }
+    json_response(
+        StatusCode::FORBIDDEN,
+        r#"{"error":"forbidden","error_description":"not allowed by policy"}"#.to_string(),
+    )
+}
+
+/// 401 for a bearer token that failed validation (RFC 6750 §3.1).
+pub fn invalid_token() -> Response<Body> {
+    let mut resp = json_response(
+        StatusCode::UNAUTHORIZED,
+        r#"{"error":"invalid_token","error_description":"the bearer token is invalid or expired"}"#
+            .to_string(),
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    resp
+}
+
+/// 400 for a path that servers could read differently: a page for browsers, JSON else.
+pub fn ambiguous_path(reason: &str, request_id: &str, html: bool) -> Response<Body> {
+    if html {
+        return html_response(
+            StatusCode::BAD_REQUEST,
+            render("400 Bad Request", reason, request_id),
+        );
+    }
+    let body = serde_json::json!({ "error": "ambiguous_path", "error_description": reason });
+    json_response(StatusCode::BAD_REQUEST, body.to_string())
+}
+
+/// A browser navigation: GET/HEAD that accepts HTML.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// No session: a browser navigating is sent to log in (and back here afterwards); anything
+/// else — APIs, XHR, non-GET — gets a 401, so a POST can never start a redirect loop.
+pub fn login_or_unauthorized<B>(req: &Request<B>) -> Response<Body> {
+    let navigation =
+        (req.method() == Method::GET || req.method() == Method::HEAD) && wants_html(req.headers());
+    if !navigation {
+        return unauthorized();
+    }
+    let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let rd: String = url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
+    redirect(&format!("/oauth2/start?rd={rd}"))
+}
+
+/// 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3) and a JSON body.
+pub fn unauthorized() -> Response<Body> {
+    let mut resp = json_response(
+        StatusCode::UNAUTHORIZED,
+        r#"{"error":"unauthorized","error_description":"login required"}"#.to_string(),
+    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
 }
 

@@ -17,11 +17,12 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::errors::{Error, Kind};
-use crate::gateway::{forbidden, unauthorized, Auth, CurrentSession};
+use crate::gateway::{Auth, CurrentSession};
 use crate::path::canonicalize;
 use crate::policy::{self, Decision};
 use crate::proxy::headers::ClientConn;
 use crate::response;
+use crate::response::{forbidden, unauthorized};
 use crate::routes::RouteTable;
 
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");

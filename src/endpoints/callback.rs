@@ -31,7 +31,7 @@ pub async fn handle(
         Err(e) => {
             crate::metrics::get().login("failed", failure_reason(&e));
             tracing::info!(event = "login_failed", request_id = info.request_id, reason = %e, "login failed");
-            e.to_response(info.request_id, true)
+            response::error(&e, info.request_id, true)
         }
     };
     if let Some(clear) = state.as_deref().and_then(|s| auth.login_cookies.clear(s)) {

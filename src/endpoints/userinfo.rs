@@ -5,8 +5,9 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::errors::{Error, Kind};
-use crate::gateway::{unauthorized, Auth};
+use crate::gateway::Auth;
 use crate::response;
+use crate::response::unauthorized;
 
 pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let loaded = auth
