@@ -2,6 +2,7 @@
 //! request path lives in `gateway`, the listeners in `server`.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod body;
 pub mod client_key;
 pub mod clock;

@@ -15,9 +15,9 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::auth::{Auth, CurrentSession};
 use crate::body::Body;
 use crate::errors::{Error, Kind};
-use crate::gateway::{Auth, CurrentSession};
 use crate::path::canonicalize;
 use crate::policy::{self, Decision};
 use crate::proxy::headers::ClientConn;

@@ -6,9 +6,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::auth::Auth;
 use crate::body::Body;
 use crate::errors::{Error, Kind};
-use crate::gateway::Auth;
 use crate::response;
 
 /// A logout token is a JWT in a small form; anything bigger is not one.

@@ -8,10 +8,11 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{query_params, single};
+use crate::auth::Auth;
 use crate::body::Body;
 use crate::clock::{now, now_ms};
 use crate::errors::{Error, Kind};
-use crate::gateway::{Auth, RequestInfo};
+use crate::gateway::RequestInfo;
 use crate::oidc::login::PendingLogin;
 use crate::oidc::printable;
 use crate::response;

@@ -12,9 +12,10 @@ pub mod userinfo;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::auth::Auth;
 use crate::body::Body;
 use crate::errors::{Error, Kind};
-use crate::gateway::{Auth, RequestInfo};
+use crate::gateway::RequestInfo;
 use crate::routes::RouteTable;
 
 /// Dispatches `/oauth2/*` by normalized path.

@@ -16,9 +16,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::{query_params, single};
+use crate::auth::Auth;
 use crate::body::Body;
 use crate::errors::{Error, Kind};
-use crate::gateway::Auth;
 use crate::response;
 use crate::session::LoadedSession;
 

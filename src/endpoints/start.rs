@@ -6,9 +6,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::{query_params, single};
+use crate::auth::Auth;
 use crate::body::Body;
 use crate::errors::{Error, Kind};
-use crate::gateway::Auth;
 use crate::response;
 
 pub fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {

@@ -3,9 +3,9 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::auth::Auth;
 use crate::body::Body;
 use crate::errors::{Error, Kind};
-use crate::gateway::Auth;
 use crate::response;
 use crate::response::unauthorized;
 

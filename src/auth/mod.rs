@@ -1,0 +1,181 @@
+//! The authentication service: who is asking (a session, refreshed when its access token
+//! is about to expire), logging in, signing out, and the IdP's back-channel logouts. The
+//! gateway and the `/oauth2/*` handlers use it through its methods; a second identity
+//! provider later is a second instance of it, chosen per route.
+
+pub mod refresh;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderMap;
+
+use crate::clock::now;
+use crate::config::{Config, ForwardAuthConfig, PolicyConfig};
+use crate::endpoints::redirect::RedirectPolicy;
+use crate::errors::{Error, Kind};
+use crate::http_client::HttpClient;
+use crate::oidc::{http::IdpHttp, Oidc};
+use crate::session::crypto::Keyring;
+use crate::session::login_cookie::LoginCookies;
+use crate::session::memory::MemoryStore;
+use crate::session::{LoadedSession, Session, Sessions};
+use refresh::{Refreshed, Refresher};
+
+/// Everything login needs; absent when no `[oidc]` is configured (public routes only).
+pub struct Auth {
+    pub oidc: Arc<Oidc>,
+    pub sessions: Sessions,
+    pub login_cookies: LoginCookies,
+    pub login_timeout: Duration,
+    pub refresh_before: Duration,
+    pub refresher: Refresher,
+    pub sign_out_requires_post: bool,
+    /// `server.public_url` without a trailing slash, for absolute return URLs.
+    pub public_origin: String,
+    /// Where `rd` may point.
+    pub redirects: RedirectPolicy,
+    /// `[policy]`: the rules for forward-auth requests that match no route.
+    pub global_policy: PolicyConfig,
+    pub forward_auth: ForwardAuthConfig,
+    /// `state`s of completed logins, so a copied login cookie cannot be used twice.
+    used_states: moka::sync::Cache<String, ()>,
+    /// `jti`s of accepted back-channel logout tokens (replay protection).
+    used_logout_jtis: moka::sync::Cache<String, ()>,
+}
+
+impl Auth {
+    /// The service for `config`, or `None` without `[oidc]` and `[session]` (public routes
+    /// only). Starts OIDC discovery in the background.
+    pub fn new(config: &Config, client: &HttpClient) -> Option<Auth> {
+        let server = &config.server;
+        match (&config.oidc, &config.session) {
+            (Some(oidc_cfg), Some(session_cfg)) => {
+                let keyring = Arc::new(Keyring::new(&session_cfg.secrets));
+                let store = Arc::new(MemoryStore::new(session_cfg.max_sessions));
+                let oidc = Oidc::new();
+                let redirect_uri = server
+                    .public_url
+                    .join("/oauth2/callback")
+                    .unwrap_or_else(|_| server.public_url.clone());
+                oidc.spawn_discovery(oidc_cfg.clone(), IdpHttp::new(client.clone()), redirect_uri);
+                Some(Auth {
+                    oidc,
+                    login_cookies: LoginCookies::new(
+                        &keyring,
+                        session_cfg.cookie_secure,
+                        session_cfg.login_timeout,
+                    ),
+                    sessions: Sessions::new(session_cfg, keyring, store),
+                    login_timeout: session_cfg.login_timeout,
+                    refresh_before: session_cfg.refresh_before,
+                    refresher: Refresher::new(),
+                    sign_out_requires_post: session_cfg.sign_out_requires_post,
+                    public_origin: server.public_url.as_str().trim_end_matches('/').to_string(),
+                    redirects: RedirectPolicy::new(&server.allowed_redirect_hosts),
+                    global_policy: config.policy.clone(),
+                    forward_auth: config.forward_auth.clone(),
+                    used_states: moka::sync::Cache::builder()
+                        .max_capacity(100_000)
+                        .time_to_live(session_cfg.login_timeout)
+                        .build(),
+                    used_logout_jtis: moka::sync::Cache::builder()
+                        .max_capacity(100_000)
+                        .time_to_live(Duration::from_secs(15 * 60))
+                        .build(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Marks `state` used; false if it already was.
+    pub fn consume_state(&self, state: &str) -> bool {
+        let entry = self.used_states.entry(state.to_string()).or_insert(());
+        entry.is_fresh()
+    }
+
+    /// Marks a logout token's `jti` used; false if it already was.
+    pub fn consume_logout_jti(&self, jti: &str) -> bool {
+        self.used_logout_jtis
+            .entry(jti.to_string())
+            .or_insert(())
+            .is_fresh()
+    }
+
+    /// Replaces the session secrets (SIGHUP): the first seals, all open.
+    pub fn reload_secrets(&self, secrets: &[crate::secret::Secret]) {
+        let keyring = Arc::new(Keyring::new(secrets));
+        self.login_cookies.set_keyring(&keyring);
+        self.sessions.set_keyring(keyring);
+    }
+
+    /// The request's session, refreshed if its access token is about to expire
+    /// (single-flight per session). `ended` says a refresh found the session over.
+    pub async fn current_session(&self, headers: &HeaderMap) -> Result<CurrentSession, Error> {
+        let loaded = self
+            .sessions
+            .load(headers)
+            .await
+            .map_err(|e| Error::with_source(Kind::Internal, e))?;
+        Ok(match loaded {
+            Some(mut l) if Refresher::is_stale(&l.session, self.refresh_before) => {
+                match self.refresh(&l).await? {
+                    Some(fresh) => {
+                        l.session = fresh;
+                        CurrentSession {
+                            loaded: Some(l),
+                            ended: false,
+                        }
+                    }
+                    None => CurrentSession {
+                        loaded: None,
+                        ended: true,
+                    },
+                }
+            }
+            loaded => CurrentSession {
+                loaded,
+                ended: false,
+            },
+        })
+    }
+
+    /// The session after a refresh: `Some` with new tokens, or the old ones while the IdP
+    /// is unreachable but the access token still works; `None` when the session has ended.
+    async fn refresh(&self, loaded: &LoadedSession) -> Result<Option<Session>, Error> {
+        let expired = loaded
+            .session
+            .access_expires_at
+            .is_some_and(|at| at <= now());
+        let Some(client) = self.oidc.get() else {
+            return if expired {
+                Err(Error::new(Kind::NotReady))
+            } else {
+                Ok(Some(loaded.session.clone()))
+            };
+        };
+        match self
+            .refresher
+            .refresh(&loaded.id, &loaded.session, client, &self.sessions)
+            .await
+        {
+            Refreshed::Fresh(session) => Ok(Some(*session)),
+            Refreshed::Ended => Ok(None),
+            Refreshed::Unavailable(_) if !expired => Ok(Some(loaded.session.clone())),
+            Refreshed::Unavailable(why) => Err(Error::new(Kind::RefreshUnavailable(why.message()))),
+        }
+    }
+
+    /// Whether a request cookie is one of the gateway's own (never sent upstream).
+    pub fn is_gateway_cookie(&self, name: &str) -> bool {
+        name == self.sessions.cookie_name() || self.login_cookies.is_login_cookie(name)
+    }
+}
+
+/// The session behind a request, after any refresh.
+pub struct CurrentSession {
+    pub loaded: Option<LoadedSession>,
+    /// A refresh found the session over (its cookie should be cleared).
+    pub ended: bool,
+}
