@@ -4,8 +4,8 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use portcullis::config::{PolicyConfig, RouteConfig};
-use portcullis::endpoints::redirect::RedirectPolicy;
 use portcullis::path::canonicalize;
+use portcullis::redirect::RedirectPolicy;
 use portcullis::routes::RouteTable;
 
 fn route(path: &str, allow_encoded_slashes: bool, port: u16) -> RouteConfig {

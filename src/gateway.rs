@@ -17,18 +17,11 @@ use crate::http_client::HttpClient;
 use crate::metrics::RouteMetrics;
 use crate::path;
 use crate::policy::{self, Decision, Permit};
-use crate::proxy::headers::{self, ClientConn, ClientHeaderRules};
+use crate::proxy::headers::{self, ClientHeaderRules};
 use crate::proxy::{ForwardContext, Upstream};
+use crate::request::{ClientConn, RequestInfo};
 use crate::response;
 use crate::routes::{Route, RouteTable};
-
-/// Per-request facts shared with the endpoints.
-pub struct RequestInfo<'a> {
-    pub request_id: &'a str,
-    /// The same id as a header value, for the upstream request.
-    pub request_id_header: &'a HeaderValue,
-    pub conn: ClientConn,
-}
 
 pub struct Gateway {
     routes: RouteTable,

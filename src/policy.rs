@@ -8,12 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
 
 use crate::config::{ForwardAuthConfig, PolicyConfig};
+use crate::identity_headers as h;
 use crate::oidc::access_token::ApiIdentity;
-use crate::proxy::headers as h;
 use crate::routes::Route;
 use crate::session::Session;
 
@@ -185,12 +185,6 @@ fn session_headers(s: &Session) -> Option<UserHeaders> {
     })
 }
 
-const X_AUTH_REQUEST_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
-const X_AUTH_REQUEST_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
-const X_AUTH_REQUEST_GROUPS: HeaderName = HeaderName::from_static("x-auth-request-groups");
-const X_AUTH_REQUEST_ACCESS_TOKEN: HeaderName =
-    HeaderName::from_static("x-auth-request-access-token");
-
 impl Permit {
     /// Sets the gateway's own assertions (the client's copies are already gone: see
     /// `ClientHeaderRules`). On a public route the client's `Authorization` passes through
@@ -211,12 +205,12 @@ impl Permit {
     /// `-Email`, `-Groups`, and per config the access token and `Authorization`.
     pub fn forward_auth_headers(&self, cfg: &ForwardAuthConfig, out: &mut HeaderMap) {
         let Some(user) = &self.user else { return };
-        out.insert(X_AUTH_REQUEST_USER, user.user.clone());
+        out.insert(h::X_AUTH_REQUEST_USER, user.user.clone());
         if let Some(email) = &user.email {
-            out.insert(X_AUTH_REQUEST_EMAIL, email.clone());
+            out.insert(h::X_AUTH_REQUEST_EMAIL, email.clone());
         }
         if let Some(groups) = &user.groups {
-            out.insert(X_AUTH_REQUEST_GROUPS, groups.clone());
+            out.insert(h::X_AUTH_REQUEST_GROUPS, groups.clone());
         }
         if cfg.pass_access_token {
             if let Some(Ok(mut token)) = user
@@ -226,7 +220,7 @@ impl Permit {
                 .map(HeaderValue::from_bytes)
             {
                 token.set_sensitive(true);
-                out.insert(X_AUTH_REQUEST_ACCESS_TOKEN, token);
+                out.insert(h::X_AUTH_REQUEST_ACCESS_TOKEN, token);
             }
         }
         if cfg.set_authorization {

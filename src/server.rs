@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::body::Body;
 use crate::config::{ConfigError, ServerConfig};
 use crate::gateway::Gateway;
-use crate::proxy::headers::ClientConn;
+use crate::request::ClientConn;
 
 /// A TLS handshake that takes longer than this is dropped (slowloris protection).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,10 +12,10 @@ use http::header::HeaderMap;
 
 use crate::clock::now;
 use crate::config::{Config, ForwardAuthConfig, PolicyConfig};
-use crate::endpoints::redirect::RedirectPolicy;
 use crate::errors::{Error, Kind};
 use crate::http_client::HttpClient;
 use crate::oidc::{http::IdpHttp, Oidc};
+use crate::redirect::RedirectPolicy;
 use crate::session::crypto::Keyring;
 use crate::session::login_cookie::LoginCookies;
 use crate::session::memory::MemoryStore;

@@ -20,7 +20,7 @@ use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::path::canonicalize;
 use crate::policy::{self, Decision};
-use crate::proxy::headers::ClientConn;
+use crate::request::ClientConn;
 use crate::response;
 use crate::response::{forbidden, unauthorized};
 use crate::routes::RouteTable;

@@ -4,7 +4,6 @@
 pub mod auth;
 pub mod backchannel_logout;
 pub mod callback;
-pub mod redirect;
 pub mod sign_out;
 pub mod start;
 pub mod userinfo;
@@ -15,7 +14,7 @@ use hyper::body::Incoming;
 use crate::auth::Auth;
 use crate::body::Body;
 use crate::errors::{Error, Kind};
-use crate::gateway::RequestInfo;
+use crate::request::RequestInfo;
 use crate::routes::RouteTable;
 
 /// Dispatches `/oauth2/*` by normalized path.

@@ -2,10 +2,11 @@
 //! hop-by-hop headers (RFC 9110 §7.6.1), strip identity headers a client could forge, set
 //! `X-Forwarded-*` / `Forwarded` (RFC 7239), and drop the gateway's own cookies.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::request::ClientConn;
 
 /// Hop-by-hop headers that are never forwarded (RFC 9110 §7.6.1, plus the non-standard
 /// `Keep-Alive` and `Proxy-Connection`).
@@ -25,9 +26,6 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const X_FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
-pub const X_FORWARDED_EMAIL: HeaderName = HeaderName::from_static("x-forwarded-email");
-pub const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 /// Returns the `Upgrade` value when the message asked for a protocol upgrade
@@ -118,46 +116,6 @@ impl ClientHeaderRules {
             .collect();
         for name in doomed {
             headers.remove(name);
-        }
-    }
-}
-
-/// What the gateway knows about the client connection, with the header values derived
-/// from it computed once per connection rather than once per request.
-#[derive(Debug, Clone)]
-pub struct ClientConn {
-    pub peer: IpAddr,
-    pub tls: bool,
-    /// The peer is in `server.trusted_proxies`: it may describe requests it relays.
-    pub trusted: bool,
-    /// The peer address as an `X-Forwarded-For` value.
-    peer_header: HeaderValue,
-    /// `for=<peer>;proto=<scheme>` (RFC 7239 §4, IPv6 bracketed and quoted per §6).
-    forwarded_base: String,
-}
-
-impl ClientConn {
-    pub fn new(peer: IpAddr, tls: bool, trusted: bool) -> Self {
-        let text = peer.to_string();
-        let for_value = match peer {
-            IpAddr::V4(_) => text.clone(),
-            IpAddr::V6(_) => format!("\"[{text}]\""),
-        };
-        ClientConn {
-            peer,
-            tls,
-            trusted,
-            peer_header: HeaderValue::from_str(&text)
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            forwarded_base: format!("for={for_value};proto={}", Self::proto(tls)),
-        }
-    }
-
-    fn proto(tls: bool) -> &'static str {
-        if tls {
-            "https"
-        } else {
-            "http"
         }
     }
 }

@@ -14,8 +14,9 @@ use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::http_client::HttpClient;
 use crate::policy::Permit;
+use crate::request::ClientConn;
 use crate::routes::Route;
-use headers::{ClientConn, ClientHeaderRules};
+use headers::ClientHeaderRules;
 
 /// The proxy: forwards authorized requests over the shared pooled client.
 #[derive(Clone)]
