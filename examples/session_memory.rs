@@ -9,7 +9,7 @@ use portcullis::config::SessionConfig;
 use portcullis::secret::Secret;
 use portcullis::session::crypto::Keyring;
 use portcullis::session::memory::MemoryStore;
-use portcullis::session::model::now;
+use portcullis::clock::now;
 use portcullis::session::store::SessionStore;
 use portcullis::session::{Session, Sessions};
 

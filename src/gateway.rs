@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::auth::{Auth, CurrentSession};
+use crate::auth::Auth;
 use crate::body::Body;
 use crate::config::Config;
 use crate::endpoints;
@@ -98,7 +98,7 @@ impl Gateway {
     pub async fn is_ready(&self) -> bool {
         match &self.auth {
             None => true,
-            Some(auth) => auth.oidc.get().is_some() && auth.sessions.store().ping().await.is_ok(),
+            Some(auth) => auth.is_ready().await,
         }
     }
 
@@ -273,7 +273,7 @@ impl Gateway {
         // 3a. API clients with their own JWT.
         if route.accept_bearer {
             if let Some(authorization) = bearer_header(req.headers()) {
-                let client = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
+                let client = auth.oidc().ok_or_else(|| Error::new(Kind::NotReady))?;
                 let token = authorization
                     .to_str()
                     .ok()
@@ -296,18 +296,17 @@ impl Gateway {
         }
 
         // 3b–4. The session, its access token refreshed if about to expire.
-        let CurrentSession { loaded, ended } = auth.current_session(req.headers()).await?;
+        let caller = auth.identify(req.headers()).await?;
 
         // 5. Policy.
-        let session = loaded.as_ref().map(|l| &l.session);
+        let session = caller.session.as_ref().map(|l| &l.session);
         let decision = policy::evaluate(route, method, path, session);
-        let mut result = self.allow(decision, req, route, session.map(|s| s.sub.as_str()));
+        let result = match self.allow(decision, req, route, session.map(|s| s.sub.as_str())) {
+            Authorized::Respond(resp) => Authorized::Respond(caller.finish(auth, resp)),
+            pass => pass,
+        };
         if self.log_user {
-            log.user = loaded.map(|l| l.session.sub);
-        }
-        if let (true, Authorized::Respond(resp)) = (ended, &mut result) {
-            resp.headers_mut()
-                .append(header::SET_COOKIE, auth.sessions.clear_cookie());
+            log.user = caller.session.map(|l| l.session.sub);
         }
         Ok(result)
     }
@@ -323,7 +322,7 @@ impl Gateway {
     /// `GET /metrics` in the Prometheus text format.
     pub async fn metrics_response(&self) -> Response<Body> {
         let sessions = match &self.auth {
-            Some(a) => a.sessions.store().entry_count().await,
+            Some(a) => a.session_count().await,
             None => None,
         };
         response::metrics_response(crate::metrics::get().render(sessions))

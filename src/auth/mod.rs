@@ -3,6 +3,8 @@
 //! gateway and the `/oauth2/*` handlers use it through its methods; a second identity
 //! provider later is a second instance of it, chosen per route.
 
+pub mod login;
+pub mod logout;
 pub mod refresh;
 
 use std::sync::Arc;
@@ -24,20 +26,20 @@ use refresh::{Refreshed, Refresher};
 
 /// Everything login needs; absent when no `[oidc]` is configured (public routes only).
 pub struct Auth {
-    pub oidc: Arc<Oidc>,
-    pub sessions: Sessions,
-    pub login_cookies: LoginCookies,
-    pub login_timeout: Duration,
-    pub refresh_before: Duration,
-    pub refresher: Refresher,
-    pub sign_out_requires_post: bool,
+    oidc: Arc<Oidc>,
+    sessions: Sessions,
+    login_cookies: LoginCookies,
+    login_timeout: Duration,
+    refresh_before: Duration,
+    refresher: Refresher,
+    sign_out_requires_post: bool,
     /// `server.public_url` without a trailing slash, for absolute return URLs.
-    pub public_origin: String,
+    public_origin: String,
     /// Where `rd` may point.
-    pub redirects: RedirectPolicy,
+    redirects: RedirectPolicy,
     /// `[policy]`: the rules for forward-auth requests that match no route.
-    pub global_policy: PolicyConfig,
-    pub forward_auth: ForwardAuthConfig,
+    global_policy: PolicyConfig,
+    forward_auth: ForwardAuthConfig,
     /// `state`s of completed logins, so a copied login cookie cannot be used twice.
     used_states: moka::sync::Cache<String, ()>,
     /// `jti`s of accepted back-channel logout tokens (replay protection).
@@ -89,20 +91,6 @@ impl Auth {
         }
     }
 
-    /// Marks `state` used; false if it already was.
-    pub fn consume_state(&self, state: &str) -> bool {
-        let entry = self.used_states.entry(state.to_string()).or_insert(());
-        entry.is_fresh()
-    }
-
-    /// Marks a logout token's `jti` used; false if it already was.
-    pub fn consume_logout_jti(&self, jti: &str) -> bool {
-        self.used_logout_jtis
-            .entry(jti.to_string())
-            .or_insert(())
-            .is_fresh()
-    }
-
     /// Replaces the session secrets (SIGHUP): the first seals, all open.
     pub fn reload_secrets(&self, secrets: &[crate::secret::Secret]) {
         let keyring = Arc::new(Keyring::new(secrets));
@@ -110,9 +98,10 @@ impl Auth {
         self.sessions.set_keyring(keyring);
     }
 
-    /// The request's session, refreshed if its access token is about to expire
-    /// (single-flight per session). `ended` says a refresh found the session over.
-    pub async fn current_session(&self, headers: &HeaderMap) -> Result<CurrentSession, Error> {
+    /// Who is asking: the request's session, refreshed if its access token is about to
+    /// expire (single-flight per session). The one identity step of every request that
+    /// needs one: proxied requests, forward-auth, userinfo and sign-out.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Caller, Error> {
         let loaded = self
             .sessions
             .load(headers)
@@ -123,19 +112,17 @@ impl Auth {
                 match self.refresh(&l).await? {
                     Some(fresh) => {
                         l.session = fresh;
-                        CurrentSession {
-                            loaded: Some(l),
-                            ended: false,
-                        }
+                        Caller::signed_in(l)
                     }
-                    None => CurrentSession {
-                        loaded: None,
+                    None => Caller {
+                        session: None,
                         ended: true,
                     },
                 }
             }
-            loaded => CurrentSession {
-                loaded,
+            Some(l) => Caller::signed_in(l),
+            None => Caller {
+                session: None,
                 ended: false,
             },
         })
@@ -167,15 +154,59 @@ impl Auth {
         }
     }
 
+    /// `[policy]`: the rules for forward-auth requests that match no route.
+    pub fn global_policy(&self) -> &PolicyConfig {
+        &self.global_policy
+    }
+
+    /// `[forward_auth]`: which token headers the forward-auth answer carries.
+    pub fn forward_auth(&self) -> &ForwardAuthConfig {
+        &self.forward_auth
+    }
+
+    /// Ready when OIDC discovery has loaded and the session store answers.
+    pub async fn is_ready(&self) -> bool {
+        self.oidc.get().is_some() && self.sessions.store().ping().await.is_ok()
+    }
+
+    /// Sessions held, where the store knows, for the metrics.
+    pub async fn session_count(&self) -> Option<u64> {
+        self.sessions.store().entry_count().await
+    }
+
+    /// The OIDC client once discovery has loaded (API bearer tokens are checked with it).
+    pub fn oidc(&self) -> Option<&Arc<crate::oidc::OidcClient>> {
+        self.oidc.get()
+    }
+
     /// Whether a request cookie is one of the gateway's own (never sent upstream).
     pub fn is_gateway_cookie(&self, name: &str) -> bool {
         name == self.sessions.cookie_name() || self.login_cookies.is_login_cookie(name)
     }
 }
 
-/// The session behind a request, after any refresh.
-pub struct CurrentSession {
-    pub loaded: Option<LoadedSession>,
-    /// A refresh found the session over (its cookie should be cleared).
-    pub ended: bool,
+/// The session behind a request, after any refresh, and what that means for the
+/// response: a refresh that found the session over clears its cookie.
+pub struct Caller {
+    pub session: Option<LoadedSession>,
+    /// A refresh found the session over.
+    ended: bool,
+}
+
+impl Caller {
+    fn signed_in(session: LoadedSession) -> Self {
+        Caller {
+            session: Some(session),
+            ended: false,
+        }
+    }
+
+    /// `resp`, with the session cookie cleared when the session ended on this request.
+    pub fn finish<B>(&self, auth: &Auth, mut resp: http::Response<B>) -> http::Response<B> {
+        if self.ended {
+            resp.headers_mut()
+                .append(http::header::SET_COOKIE, auth.sessions.clear_cookie());
+        }
+        resp
+    }
 }

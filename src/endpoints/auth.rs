@@ -15,7 +15,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::auth::{Auth, CurrentSession};
+use crate::auth::Auth;
 use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::path::canonicalize;
@@ -134,13 +134,13 @@ pub async fn handle(
             return Ok(accepted());
         }
     }
-    let policy = route.map_or(&auth.global_policy, |r| &r.policy);
-    let CurrentSession { loaded, ended } = auth.current_session(req.headers()).await?;
-    let session = loaded.as_ref().map(|l| &l.session);
-    let mut resp = match policy::evaluate_forward(policy, session) {
+    let policy = route.map_or(auth.global_policy(), |r| &r.policy);
+    let caller = auth.identify(req.headers()).await?;
+    let session = caller.session.as_ref().map(|l| &l.session);
+    let resp = match policy::evaluate_forward(policy, session) {
         Decision::Allow(permit) => {
             let mut resp = accepted();
-            permit.forward_auth_headers(&auth.forward_auth, resp.headers_mut());
+            permit.forward_auth_headers(auth.forward_auth(), resp.headers_mut());
             resp
         }
         Decision::Login => unauthorized(),
@@ -154,11 +154,7 @@ pub async fn handle(
             forbidden(false)
         }
     };
-    if ended {
-        resp.headers_mut()
-            .append(header::SET_COOKIE, auth.sessions.clear_cookie());
-    }
-    Ok(resp)
+    Ok(caller.finish(auth, resp))
 }
 
 fn accepted() -> Response<Body> {

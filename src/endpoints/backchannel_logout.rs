@@ -15,7 +15,6 @@ use crate::response;
 const MAX_BODY: usize = 16 * 1024;
 
 pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-    let client = auth.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -25,33 +24,14 @@ pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body
         .find(|(k, _)| k == "logout_token")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| Error::new(Kind::BadRequest("missing logout_token")))?;
-    let subject = match client.validate_logout_token(&token).await {
-        Ok(s) => s,
+    match auth.backchannel_logout(&token).await {
+        Ok(()) => Ok(response::text_response(StatusCode::OK, "")),
+        Err(e) if e.kind == Kind::NotReady => Err(e),
         Err(e) => {
             tracing::info!(event = "backchannel_logout_rejected", reason = %e, "logout token refused");
-            return Ok(refused());
+            Ok(refused())
         }
-    };
-    if !auth.consume_logout_jti(&subject.jti) {
-        tracing::info!(
-            event = "backchannel_logout_rejected",
-            reason = "replayed jti",
-            "logout token refused"
-        );
-        return Ok(refused());
     }
-    // §2.4: with a `sid`, only that IdP session ends; without, every session of the `sub`.
-    match subject.sid.as_deref() {
-        Some(sid) => auth.sessions.end_all(None, Some(sid)),
-        None => auth.sessions.end_all(subject.sub.as_deref(), None),
-    }
-    tracing::info!(
-        event = "backchannel_logout",
-        sub = subject.sub.as_deref(),
-        sid = subject.sid.as_deref(),
-        "sessions ended by the identity provider"
-    );
-    Ok(response::text_response(StatusCode::OK, ""))
 }
 
 fn refused() -> Response<Body> {

@@ -20,22 +20,17 @@ use crate::auth::Auth;
 use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::response;
-use crate::session::LoadedSession;
 
 /// The confirmation form's body is one small field.
 const MAX_FORM: usize = 4096;
 
 pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>, Error> {
     let params = query_params(req.uri().query());
-    let return_to = auth.redirects.safe_target(single(&params, "rd")?);
-    let loaded = auth
-        .sessions
-        .load(req.headers())
-        .await
-        .map_err(|e| Error::with_source(Kind::Internal, e))?;
+    let return_to = auth.sign_out_target(single(&params, "rd")?);
+    let loaded = auth.identify(req.headers()).await?.session;
     if req.method() == Method::POST {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
-            if !same_origin(origin.to_str().unwrap_or("null"), &auth.public_origin) {
+            if !same_origin(origin.to_str().unwrap_or("null"), auth.public_origin()) {
                 tracing::info!(
                     event = "sign_out_refused",
                     reason = "foreign Origin",
@@ -46,7 +41,7 @@ pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body
         }
         let token = form_token(req).await?;
         if let (Some(token), Some(loaded)) = (token, &loaded) {
-            if !auth.sessions.check_form_token(&loaded.id, &token) {
+            if !auth.check_sign_out_token(loaded, &token) {
                 tracing::info!(
                     event = "sign_out_refused",
                     reason = "bad form token",
@@ -55,49 +50,15 @@ pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body
                 return Ok(refused());
             }
         }
-    } else if auth.sign_out_requires_post
-        || !same_origin_navigation(req.headers(), &auth.public_origin)
+    } else if auth.sign_out_requires_post()
+        || !same_origin_navigation(req.headers(), auth.public_origin())
     {
-        let token = loaded
-            .as_ref()
-            .and_then(|l| auth.sessions.form_token(&l.id));
+        let token = loaded.as_ref().and_then(|l| auth.sign_out_token(l));
         return Ok(confirmation_page(&return_to, token.as_deref()));
     }
-    end_session(auth, loaded, return_to).await
-}
-
-async fn end_session(
-    auth: &Auth,
-    loaded: Option<LoadedSession>,
-    return_to: String,
-) -> Result<Response<Body>, Error> {
-    let mut location = return_to.clone();
-    if let Some(loaded) = loaded {
-        auth.sessions
-            .delete(&loaded.id)
-            .await
-            .map_err(|e| Error::with_source(Kind::Internal, e))?;
-        tracing::info!(event = "logout", sub = %loaded.session.sub, "session ended by sign-out");
-        if let Some(client) = auth.oidc.get() {
-            if let Some(refresh_token) = &loaded.session.refresh_token {
-                client.revoke_refresh_token(refresh_token).await;
-            }
-            // Relative targets become absolute on the gateway's origin.
-            let post_logout = if return_to.starts_with('/') {
-                format!("{}{return_to}", auth.public_origin)
-            } else {
-                return_to.clone()
-            };
-            if let Some(url) =
-                client.end_session_url(loaded.session.id_token.as_ref(), &post_logout)
-            {
-                location = url.to_string();
-            }
-        }
-    }
+    let (location, clear_cookie) = auth.sign_out(loaded, return_to).await?;
     let mut resp = response::redirect(&location);
-    resp.headers_mut()
-        .append(header::SET_COOKIE, auth.sessions.clear_cookie());
+    resp.headers_mut().append(header::SET_COOKIE, clear_cookie);
     Ok(resp)
 }
 

@@ -1,22 +1,19 @@
 //! `GET /oauth2/userinfo`: the signed-in user as JSON (never a token), 401 without a session.
+//! The user is resolved as for every other request (`Auth::identify`, refreshed if due).
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::Auth;
 use crate::body::Body;
-use crate::errors::{Error, Kind};
+use crate::errors::Error;
 use crate::response;
 use crate::response::unauthorized;
 
 pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
-    let loaded = auth
-        .sessions
-        .load(req.headers())
-        .await
-        .map_err(|e| Error::with_source(Kind::Internal, e))?;
-    let Some(loaded) = loaded else {
-        return Ok(unauthorized());
+    let caller = auth.identify(req.headers()).await?;
+    let Some(loaded) = &caller.session else {
+        return Ok(caller.finish(auth, unauthorized()));
     };
     let s = &loaded.session;
     let body = serde_json::json!({
@@ -25,5 +22,8 @@ pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Bod
         "name": s.name,
         "groups": s.groups,
     });
-    Ok(response::json_response(StatusCode::OK, body.to_string()))
+    Ok(caller.finish(
+        auth,
+        response::json_response(StatusCode::OK, body.to_string()),
+    ))
 }
