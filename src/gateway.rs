@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use crate::auth::Auth;
 use crate::body::Body;
 use crate::config::Config;
-use crate::endpoints;
+use crate::endpoints::{self, Endpoint};
 use crate::errors::{Error, Kind};
 use crate::http_client::HttpClient;
 use crate::metrics::RouteMetrics;
@@ -164,33 +164,17 @@ impl Gateway {
         };
         let path = canonical.path;
 
-        // 1. The gateway's own endpoints.
-        if matches!(path.as_ref(), "/healthz" | "/readyz" | "/metrics")
-            || path.starts_with("/oauth2/")
-        {
-            log.route = "gateway";
-            log.metrics = &self.own_metrics;
-        }
-        match path.as_ref() {
-            "/metrics" if self.metrics_here => return Ok(self.metrics_response().await),
-            "/healthz" => return Ok(response::text_response(StatusCode::OK, "ok\n")),
-            "/readyz" => {
-                return Ok(if self.is_ready().await {
-                    response::text_response(StatusCode::OK, "ready\n")
-                } else {
-                    response::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                });
-            }
-            p if p.starts_with("/oauth2/") => {
-                let auth = self
-                    .auth
-                    .as_ref()
-                    .ok_or_else(|| Error::new(Kind::NotFound))?;
+        // 1. The gateway's own endpoints (`/metrics` is routed when it has its own listener).
+        match Endpoint::resolve(req.method(), &path) {
+            Some(Ok(Endpoint::Metrics)) if !self.metrics_here => {}
+            Some(endpoint) => {
+                log.route = "gateway";
+                log.metrics = &self.own_metrics;
                 // Boxed: the endpoints' futures are large and rare; keep them out of the
                 // state every proxied request carries.
-                return Box::pin(endpoints::handle(auth, &self.routes, req, p, info)).await;
+                return Box::pin(self.serve_own(endpoint?, req, info)).await;
             }
-            _ => {}
+            None => {}
         }
 
         // 2. Route by host and canonical path.
@@ -257,6 +241,33 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Step 1: one of the gateway's own endpoints.
+    async fn serve_own(
+        &self,
+        endpoint: Endpoint,
+        req: Request<Incoming>,
+        info: &RequestInfo<'_>,
+    ) -> Result<Response<Body>, Error> {
+        match endpoint {
+            Endpoint::Metrics => Ok(self.metrics_response().await),
+            Endpoint::Healthz => Ok(response::text_response(StatusCode::OK, "ok\n")),
+            Endpoint::Readyz if self.is_ready().await => {
+                Ok(response::text_response(StatusCode::OK, "ready\n"))
+            }
+            Endpoint::Readyz => Ok(response::text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready\n",
+            )),
+            _ => {
+                let auth = self
+                    .auth
+                    .as_ref()
+                    .ok_or_else(|| Error::new(Kind::NotFound))?;
+                endpoints::serve(endpoint, auth, &self.routes, req, info).await
+            }
+        }
+    }
+
     /// Steps 3–5 of the request path for a route that needs login: an API client's own
     /// bearer token (where the route accepts one), else the session — refreshed if its
     /// access token is about to expire — then the policy.

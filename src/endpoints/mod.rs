@@ -1,4 +1,5 @@
-//! The gateway's own endpoints under `/oauth2/` (names as in oauth2-proxy, so existing
+//! The gateway's own endpoints: `/healthz`, `/readyz`, `/metrics` and, under `/oauth2/`,
+//! thin HTTP adapters over the auth service (names as in oauth2-proxy, so existing
 //! nginx/Traefik setups port over), plus the query-string helpers they share.
 
 pub mod auth;
@@ -17,32 +18,64 @@ use crate::errors::{Error, Kind};
 use crate::request::RequestInfo;
 use crate::routes::RouteTable;
 
-/// Dispatches `/oauth2/*` by normalized path.
-pub async fn handle(
+/// The gateway's own endpoints, resolved once from `(method, path)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Healthz,
+    Readyz,
+    Metrics,
+    Start,
+    ForwardAuth,
+    Callback,
+    SignOut,
+    Userinfo,
+    BackchannelLogout,
+}
+
+impl Endpoint {
+    /// The endpoint at the canonical `path`: `None` when the path is not one of the
+    /// gateway's (it is routed), `Err` for an unknown `/oauth2/` path or a method the
+    /// endpoint does not take.
+    pub fn resolve(method: &Method, path: &str) -> Option<Result<Endpoint, Error>> {
+        let read = method == Method::GET || method == Method::HEAD;
+        let (endpoint, allowed) = match path {
+            "/healthz" => (Endpoint::Healthz, true),
+            "/readyz" => (Endpoint::Readyz, true),
+            "/metrics" => (Endpoint::Metrics, true),
+            "/oauth2/start" => (Endpoint::Start, read),
+            "/oauth2/auth" => (Endpoint::ForwardAuth, read),
+            "/oauth2/callback" => (Endpoint::Callback, read),
+            "/oauth2/sign_out" => (Endpoint::SignOut, read || method == Method::POST),
+            "/oauth2/userinfo" => (Endpoint::Userinfo, read),
+            "/oauth2/backchannel-logout" => (Endpoint::BackchannelLogout, method == Method::POST),
+            p if p.starts_with("/oauth2/") => return Some(Err(Error::new(Kind::NotFound))),
+            _ => return None,
+        };
+        Some(if allowed {
+            Ok(endpoint)
+        } else {
+            Err(Error::new(Kind::MethodNotAllowed))
+        })
+    }
+}
+
+/// Serves one of the `/oauth2/*` endpoints (the gateway answers health, readiness and
+/// metrics itself).
+pub async fn serve(
+    endpoint: Endpoint,
     auth: &Auth,
     routes: &RouteTable,
     req: Request<Incoming>,
-    path: &str,
     info: &RequestInfo<'_>,
 ) -> Result<Response<Body>, Error> {
-    let method = req.method();
-    let is_get = method == Method::GET || method == Method::HEAD;
-    match path {
-        "/oauth2/start" if is_get => start::handle(auth, &req),
-        "/oauth2/auth" if is_get => auth::handle(auth, routes, &req, &info.conn).await,
-        "/oauth2/callback" if is_get => Ok(callback::handle(auth, &req, info).await),
-        "/oauth2/sign_out" if is_get || method == Method::POST => sign_out::handle(auth, req).await,
-        "/oauth2/userinfo" if is_get => userinfo::handle(auth, &req).await,
-        "/oauth2/backchannel-logout" if method == Method::POST => {
-            backchannel_logout::handle(auth, req).await
-        }
-        "/oauth2/start"
-        | "/oauth2/auth"
-        | "/oauth2/callback"
-        | "/oauth2/sign_out"
-        | "/oauth2/userinfo"
-        | "/oauth2/backchannel-logout" => Err(Error::new(Kind::MethodNotAllowed)),
-        _ => Err(Error::new(Kind::NotFound)),
+    match endpoint {
+        Endpoint::Start => start::handle(auth, &req),
+        Endpoint::ForwardAuth => auth::handle(auth, routes, &req, &info.conn).await,
+        Endpoint::Callback => Ok(callback::handle(auth, &req, info).await),
+        Endpoint::SignOut => sign_out::handle(auth, req).await,
+        Endpoint::Userinfo => userinfo::handle(auth, &req).await,
+        Endpoint::BackchannelLogout => backchannel_logout::handle(auth, req).await,
+        Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => Err(Error::new(Kind::NotFound)),
     }
 }
 
