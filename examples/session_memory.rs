@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis::clock::now;
 use portcullis::config::SessionConfig;
 use portcullis::secret::Secret;
 use portcullis::session::crypto::Keyring;
 use portcullis::session::memory::MemoryStore;
-use portcullis::clock::now;
 use portcullis::session::store::SessionStore;
 use portcullis::session::{Session, Sessions};
 

@@ -16,7 +16,7 @@ use crate::errors::{Error, Kind};
 use crate::http_client::HttpClient;
 use crate::metrics::RouteMetrics;
 use crate::path;
-use crate::policy::{self, Decision, Permit};
+use crate::policy::{self, Decision, Permit, Principal};
 use crate::proxy::headers::{self, ClientHeaderRules};
 use crate::proxy::{ForwardContext, Upstream};
 use crate::request::{ClientConn, RequestInfo};
@@ -295,7 +295,11 @@ impl Gateway {
                         if self.log_user {
                             log.user = Some(api.sub.clone());
                         }
-                        let decision = policy::evaluate_bearer(route, &api, authorization);
+                        let principal = Principal::Api {
+                            identity: &api,
+                            authorization,
+                        };
+                        let decision = policy::decide(&route.policy, Some(principal));
                         self.allow(decision, req, route, Some(&api.sub))
                     }
                     Err(e) => {
@@ -311,7 +315,7 @@ impl Gateway {
 
         // 5. Policy.
         let session = caller.session.as_ref().map(|l| &l.session);
-        let decision = policy::evaluate(route, method, path, session);
+        let decision = policy::evaluate(route, method, path, session.map(Principal::Session));
         let result = match self.allow(decision, req, route, session.map(|s| s.sub.as_str())) {
             Authorized::Respond(resp) => Authorized::Respond(caller.finish(auth, resp)),
             pass => pass,

@@ -110,58 +110,66 @@ pub fn skips_auth(route: &Route, method: Option<&Method>, path: &str) -> bool {
     method_ok && route.skip_auth_paths.iter().any(|re| re.is_match(path))
 }
 
-/// Decides for a route, request and the session (if any) that came with it.
-pub fn evaluate(route: &Route, method: &Method, path: &str, session: Option<&Session>) -> Decision {
-    if skips_auth(route, Some(method), path) {
-        return Decision::Allow(Permit { user: None });
-    }
-    let Some(session) = session else {
-        return Decision::Login;
-    };
-    if !admits(&route.policy, &Identity::of_session(session)) {
-        return Decision::Deny;
-    }
-    match session_headers(session) {
-        Some(user) => Decision::Allow(Permit { user: Some(user) }),
-        None => Decision::Login,
-    }
+/// Who a request speaks for, as the policy sees it.
+pub enum Principal<'a> {
+    /// A signed-in user; the session's access token goes upstream.
+    Session(&'a Session),
+    /// An API client with its own valid bearer token, which goes upstream unchanged.
+    Api {
+        identity: &'a ApiIdentity,
+        authorization: &'a HeaderValue,
+    },
 }
 
-/// Decides for an API client that presented its own valid bearer token; the token itself
-/// is forwarded unchanged.
-pub fn evaluate_bearer(route: &Route, api: &ApiIdentity, authorization: &HeaderValue) -> Decision {
-    if !admits(&route.policy, &Identity::of_api(api)) {
+/// The one decision: may `principal` pass under `policy`? Proxied requests, forward-auth
+/// checks and API bearer tokens all come here (route exemptions are `skips_auth`'s).
+pub fn decide(policy: &PolicyConfig, principal: Option<Principal<'_>>) -> Decision {
+    let Some(principal) = principal else {
+        return Decision::Login;
+    };
+    let (identity, user) = match &principal {
+        Principal::Session(s) => (Identity::of_session(s), session_headers(s)),
+        Principal::Api {
+            identity,
+            authorization,
+        } => (
+            Identity::of_api(identity),
+            api_headers(identity, authorization),
+        ),
+    };
+    if !admits(policy, &identity) {
         return Decision::Deny;
     }
-    let user = HeaderValue::from_str(&api.sub)
-        .ok()
-        .map(|user| UserHeaders {
-            bearer: authorization.clone(),
-            user,
-            email: api
-                .email
-                .as_deref()
-                .and_then(|e| HeaderValue::from_str(e).ok()),
-            groups: groups_header(&api.groups),
-        });
     match user {
         Some(user) => Decision::Allow(Permit { user: Some(user) }),
         None => Decision::Login,
     }
 }
 
-/// Decides a forward-auth check (`/oauth2/auth`) under `policy`.
-pub fn evaluate_forward(policy: &PolicyConfig, session: Option<&Session>) -> Decision {
-    let Some(session) = session else {
-        return Decision::Login;
-    };
-    if !admits(policy, &Identity::of_session(session)) {
-        return Decision::Deny;
+/// Decides for a proxied request on `route`: its exemptions, else `decide` under the
+/// route's rules.
+pub fn evaluate(
+    route: &Route,
+    method: &Method,
+    path: &str,
+    principal: Option<Principal<'_>>,
+) -> Decision {
+    if skips_auth(route, Some(method), path) {
+        return Decision::Allow(Permit { user: None });
     }
-    match session_headers(session) {
-        Some(user) => Decision::Allow(Permit { user: Some(user) }),
-        None => Decision::Login,
-    }
+    decide(&route.policy, principal)
+}
+
+fn api_headers(api: &ApiIdentity, authorization: &HeaderValue) -> Option<UserHeaders> {
+    Some(UserHeaders {
+        bearer: authorization.clone(),
+        user: HeaderValue::from_str(&api.sub).ok()?,
+        email: api
+            .email
+            .as_deref()
+            .and_then(|e| HeaderValue::from_str(e).ok()),
+        groups: groups_header(&api.groups),
+    })
 }
 
 fn groups_header(groups: &[String]) -> Option<HeaderValue> {

@@ -102,11 +102,9 @@ impl Auth {
     /// expire (single-flight per session). The one identity step of every request that
     /// needs one: proxied requests, forward-auth, userinfo and sign-out.
     pub async fn identify(&self, headers: &HeaderMap) -> Result<Caller, Error> {
-        let loaded = self
-            .sessions
-            .load(headers)
-            .await
-            .map_err(|e| Error::with_source(Kind::Internal, e))?;
+        let store_error = |e| Error::with_source(Kind::Internal, e);
+        let lookup = self.sessions.load(headers).await.map_err(store_error)?;
+        let loaded = self.sessions.settle(lookup).await.map_err(store_error)?;
         Ok(match loaded {
             Some(mut l) if Refresher::is_stale(&l.session, self.refresh_before) => {
                 match self.refresh(&l).await? {

@@ -454,7 +454,12 @@ mod tests {
 
     async fn stored(s: &Setup, set_cookie: &http::HeaderValue) -> Session {
         s.sessions
-            .load(&crate::session::test_cookie_request(set_cookie))
+            .settle(
+                s.sessions
+                    .load(&crate::session::test_cookie_request(set_cookie))
+                    .await
+                    .unwrap(),
+            )
             .await
             .unwrap()
             .expect("session in the store")
@@ -472,7 +477,12 @@ mod tests {
             .unwrap();
         let loaded = s
             .sessions
-            .load(&crate::session::test_cookie_request(&cookie))
+            .settle(
+                s.sessions
+                    .load(&crate::session::test_cookie_request(&cookie))
+                    .await
+                    .unwrap(),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -538,7 +548,12 @@ mod tests {
             .unwrap();
         let loaded = s
             .sessions
-            .load(&crate::session::test_cookie_request(&cookie))
+            .settle(
+                s.sessions
+                    .load(&crate::session::test_cookie_request(&cookie))
+                    .await
+                    .unwrap(),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -551,7 +566,12 @@ mod tests {
         ));
         assert!(s
             .sessions
-            .load(&crate::session::test_cookie_request(&cookie))
+            .settle(
+                s.sessions
+                    .load(&crate::session::test_cookie_request(&cookie))
+                    .await
+                    .unwrap()
+            )
             .await
             .unwrap()
             .is_none());

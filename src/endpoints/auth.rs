@@ -19,7 +19,7 @@ use crate::auth::Auth;
 use crate::body::Body;
 use crate::errors::{Error, Kind};
 use crate::path::canonicalize;
-use crate::policy::{self, Decision};
+use crate::policy::{self, Decision, Principal};
 use crate::request::ClientConn;
 use crate::response;
 use crate::response::{forbidden, unauthorized};
@@ -137,7 +137,7 @@ pub async fn handle(
     let policy = route.map_or(auth.global_policy(), |r| &r.policy);
     let caller = auth.identify(req.headers()).await?;
     let session = caller.session.as_ref().map(|l| &l.session);
-    let resp = match policy::evaluate_forward(policy, session) {
+    let resp = match policy::decide(policy, session.map(Principal::Session)) {
         Decision::Allow(permit) => {
             let mut resp = accepted();
             permit.forward_auth_headers(auth.forward_auth(), resp.headers_mut());

@@ -38,6 +38,27 @@ const PLAIN_NAME: &str = "portcullis";
 pub struct LoadedSession {
     pub id: SessionId,
     pub session: Session,
+    /// The write this read is due (see `Sessions::settle`).
+    upkeep: Upkeep,
+}
+
+/// What a read of the store found.
+#[derive(Debug)]
+pub enum Lookup {
+    Missing,
+    /// Timed out or ended by a back-channel logout: to be deleted.
+    Gone(crypto::StoreKey),
+    Found(LoadedSession),
+}
+
+/// The write a read is due.
+#[derive(Debug)]
+enum Upkeep {
+    None,
+    /// Record last-seen, over exactly these sealed bytes.
+    Touch(Arc<[u8]>),
+    /// Move from a retired secret's key to the current one.
+    Migrate(crypto::StoreKey),
 }
 
 pub struct Sessions {
@@ -97,12 +118,14 @@ impl Sessions {
         &self.store
     }
 
-    /// The session named by the request's cookie, if it exists, opens, and has not timed
-    /// out. A missing, malformed, forged or expired cookie is `Ok(None)`, never an error.
-    pub async fn load(&self, headers: &HeaderMap) -> Result<Option<LoadedSession>, StoreError> {
+    /// The session named by the request's cookie, read (never written): `Missing` for a
+    /// missing, malformed, forged or unknown cookie, `Gone` for one that timed out or a
+    /// back-channel logout ended, `Found` otherwise, with the upkeep it is due. `settle`
+    /// does the writes.
+    pub async fn load(&self, headers: &HeaderMap) -> Result<Lookup, StoreError> {
         let Some(id) = find_cookie(headers, self.cookie_name()).and_then(SessionId::from_cookie)
         else {
-            return Ok(None);
+            return Ok(Lookup::Missing);
         };
         let keyring = self.keyring();
         for index in 0..keyring.len() {
@@ -120,26 +143,52 @@ impl Sessions {
             };
             let now = now();
             if self.expired(&session, now) || self.ended_by_logout(&session) {
+                return Ok(Lookup::Gone(key));
+            }
+            // A session under a retired secret moves to the current one; last-seen is
+            // written back at most every `touch_interval`.
+            let upkeep = if index > 0 {
+                Upkeep::Migrate(key)
+            } else if now.saturating_sub(session.last_seen) >= self.touch_interval {
+                Upkeep::Touch(sealed)
+            } else {
+                Upkeep::None
+            };
+            return Ok(Lookup::Found(LoadedSession {
+                id,
+                session,
+                upkeep,
+            }));
+        }
+        Ok(Lookup::Missing)
+    }
+
+    /// The writes a lookup is due: deletes a gone session, moves one to the current
+    /// secret, or records last-seen (compare-and-set over what was read: if a refresh saved
+    /// new tokens meanwhile, its write stands and the next read touches instead).
+    pub async fn settle(&self, lookup: Lookup) -> Result<Option<LoadedSession>, StoreError> {
+        let mut loaded = match lookup {
+            Lookup::Missing => return Ok(None),
+            Lookup::Gone(key) => {
                 counted(self.store.delete(&key).await)?;
                 return Ok(None);
             }
-            let mut loaded = LoadedSession { id, session };
-            // Coalesced last-seen update; a session under a retired secret moves to the
-            // current one on that write.
-            if index > 0 {
-                loaded.session.last_seen = now;
+            Lookup::Found(loaded) => loaded,
+        };
+        match std::mem::replace(&mut loaded.upkeep, Upkeep::None) {
+            Upkeep::None => {}
+            Upkeep::Migrate(old_key) => {
+                loaded.session.last_seen = now();
                 self.save(&loaded.id, &loaded.session).await?;
-                counted(self.store.delete(&key).await)?;
-            } else if now.saturating_sub(loaded.session.last_seen) >= self.touch_interval {
-                loaded.session.last_seen = now;
-                let (key, fresh, ttl) = self.seal(&loaded.id, &loaded.session)?;
-                // Only over what we read: if a refresh saved new tokens meanwhile, its
-                // write stands (this read is stale) and the next read touches instead.
-                counted(self.store.replace(key, sealed, fresh, ttl).await)?;
+                counted(self.store.delete(&old_key).await)?;
             }
-            return Ok(Some(loaded));
+            Upkeep::Touch(read) => {
+                loaded.session.last_seen = now();
+                let (key, fresh, ttl) = self.seal(&loaded.id, &loaded.session)?;
+                counted(self.store.replace(key, read, fresh, ttl).await)?;
+            }
         }
-        Ok(None)
+        Ok(Some(loaded))
     }
 
     fn expired(&self, s: &Session, now: UnixTime) -> bool {
@@ -352,7 +401,7 @@ mod tests {
             assert!(text.contains(attr), "{text}");
         }
         let loaded = s
-            .load(&crate::session::test_cookie_request(&set))
+            .settle(s.load(&test_cookie_request(&set)).await.unwrap())
             .await
             .unwrap()
             .unwrap();
@@ -366,14 +415,24 @@ mod tests {
         let set = old.create(&session()).await.unwrap();
         let rotated = sessions(&config(&[B, A], 3600), store.clone());
         assert!(rotated
-            .load(&crate::session::test_cookie_request(&set))
+            .settle(
+                rotated
+                    .load(&crate::session::test_cookie_request(&set))
+                    .await
+                    .unwrap()
+            )
             .await
             .unwrap()
             .is_some());
         // Moved to the current secret: still loads after the old one is dropped.
         let only_new = sessions(&config(&[B], 3600), store);
         assert!(only_new
-            .load(&crate::session::test_cookie_request(&set))
+            .settle(
+                only_new
+                    .load(&crate::session::test_cookie_request(&set))
+                    .await
+                    .unwrap()
+            )
             .await
             .unwrap()
             .is_some());
@@ -386,7 +445,11 @@ mod tests {
         let set = a.create(&session()).await.unwrap();
         let b = sessions(&config(&[B], 3600), store);
         assert!(b
-            .load(&crate::session::test_cookie_request(&set))
+            .settle(
+                b.load(&crate::session::test_cookie_request(&set))
+                    .await
+                    .unwrap()
+            )
             .await
             .unwrap()
             .is_none());
@@ -401,7 +464,11 @@ mod tests {
         old.created_at -= 5;
         let set = s.create(&old).await.unwrap();
         assert!(s
-            .load(&crate::session::test_cookie_request(&set))
+            .settle(
+                s.load(&crate::session::test_cookie_request(&set))
+                    .await
+                    .unwrap()
+            )
             .await
             .unwrap()
             .is_none());
@@ -424,17 +491,29 @@ mod tests {
         again.created_ms = now_ms();
         let after = s.create(&again).await.unwrap();
         assert!(s
-            .load(&crate::session::test_cookie_request(&before))
+            .settle(
+                s.load(&crate::session::test_cookie_request(&before))
+                    .await
+                    .unwrap()
+            )
             .await
             .unwrap()
             .is_none());
         assert!(s
-            .load(&crate::session::test_cookie_request(&bobs))
+            .settle(
+                s.load(&crate::session::test_cookie_request(&bobs))
+                    .await
+                    .unwrap()
+            )
             .await
             .unwrap()
             .is_some());
         assert!(s
-            .load(&crate::session::test_cookie_request(&after))
+            .settle(
+                s.load(&crate::session::test_cookie_request(&after))
+                    .await
+                    .unwrap()
+            )
             .await
             .unwrap()
             .is_some());
