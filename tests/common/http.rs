@@ -165,3 +165,153 @@ where
         }
     })
 }
+
+/// What a server sent back on one raw TCP connection (see [`raw_exchange`]).
+#[derive(Debug, Clone)]
+pub struct RawExchange {
+    /// Every byte received, in order.
+    pub bytes: Vec<u8>,
+    /// Whether the server closed the connection (rather than the read going idle).
+    pub closed: bool,
+}
+
+/// One HTTP/1.1 response parsed out of a [`RawExchange`].
+#[derive(Debug, Clone)]
+pub struct ParsedResponse {
+    pub status: u16,
+    /// Lowercase names, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ParsedResponse {
+    /// The first value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl RawExchange {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// The responses in the received bytes, in order (framed by `Content-Length`,
+    /// chunked encoding, or the end of the connection). Stops at the first thing that
+    /// does not parse as a response.
+    pub fn responses(&self) -> Vec<ParsedResponse> {
+        let mut out = Vec::new();
+        let mut rest: &[u8] = &self.bytes;
+        while let Some((response, used)) = parse_response(rest) {
+            out.push(response);
+            rest = &rest[used..];
+        }
+        out
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_response(bytes: &[u8]) -> Option<(ParsedResponse, usize)> {
+    if !bytes.starts_with(b"HTTP/") {
+        return None;
+    }
+    let head_end = find(bytes, b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&bytes[..head_end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut at = head_end + 4;
+    let body = if (100..200).contains(&status) || status == 204 || status == 304 {
+        Vec::new()
+    } else if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        let end = (at + len).min(bytes.len());
+        let body = bytes[at..end].to_vec();
+        at = end;
+        body
+    } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let line_end = at + find(&bytes[at..], b"\r\n")?;
+            let size_text = std::str::from_utf8(&bytes[at..line_end]).ok()?;
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            at = line_end + 2;
+            if size == 0 {
+                // Trailers end with an empty line.
+                let end = find(&bytes[at..], b"\r\n").map_or(bytes.len(), |i| at + i + 2);
+                at = end;
+                break;
+            }
+            let end = (at + size).min(bytes.len());
+            body.extend_from_slice(&bytes[at..end]);
+            at = (end + 2).min(bytes.len());
+        }
+        body
+    } else {
+        let body = bytes[at..].to_vec();
+        at = bytes.len();
+        body
+    };
+    Some((
+        ParsedResponse {
+            status,
+            headers,
+            body,
+        },
+        at,
+    ))
+}
+
+/// Writes `bytes` to a fresh TCP connection to `addr` exactly as given (request smuggling,
+/// malformed request lines, raw `\` in targets: nothing is parsed or fixed on the way
+/// out), then reads until the server closes the connection or, once it has sent
+/// something, sends nothing more for `idle` (the first byte may take up to 10 s on a busy
+/// machine; overall at most 20 s).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], idle: Duration) -> RawExchange {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    // A server may answer and close before reading everything; a failed write is then
+    // part of the outcome, not a test error.
+    let _ = stream.write_all(bytes).await;
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let closed = loop {
+        let quiet = if received.is_empty() {
+            idle.max(Duration::from_secs(10))
+        } else {
+            idle
+        };
+        let wait = quiet.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    RawExchange {
+        bytes: received,
+        closed,
+    }
+}

@@ -22,6 +22,9 @@ pub mod login;
 pub mod mock_idp;
 pub mod nginx;
 pub mod process;
+pub mod security;
+pub mod security_h2;
+pub mod security_issuer;
 pub mod tls;
 pub mod upstream;
 
