@@ -62,6 +62,18 @@ fn split_original_url(value: &str) -> Option<(Option<String>, String)> {
 pub fn original_request(headers: &HeaderMap) -> Result<Option<Original>, Error> {
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let bad = |why: &'static str| Error::new(Kind::BadRequest(why));
+    // Two copies of a description header: one may be the client's, and which one a proxy
+    // meant cannot be known.
+    for name in [
+        &X_ORIGINAL_URL,
+        &X_FORWARDED_URI,
+        &X_FORWARDED_HOST,
+        &X_FORWARDED_METHOD,
+    ] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(bad("a forward-auth description header is repeated"));
+        }
+    }
     let method = match headers.get(&X_FORWARDED_METHOD) {
         None => None,
         Some(v) => {

@@ -215,8 +215,11 @@ impl Jwks {
             return Err(reject("algorithm not accepted"));
         }
         let key = self.key(header.kid.as_deref()).await?;
-        let mut v = Validation::new(header.alg);
-        v.algorithms = algorithms.to_vec();
+        // Exactly the header's algorithm (already one the IdP advertises): jsonwebtoken
+        // refuses a key whose family differs from any listed one, so listing RS256 and
+        // ES256 together would refuse every token of an IdP that publishes both.
+        let v = Validation::new(header.alg);
+        let mut v = v;
         v.set_issuer(&[issuer]);
         Ok((key, v))
     }

@@ -87,15 +87,17 @@ pub struct ClientHeaderRules {
 
 impl ClientHeaderRules {
     /// Whether a client header called `name` (lowercase, as `HeaderMap` keeps it) is
-    /// removed. Identity families are matched with `_` read as `-`, since WSGI, CGI, PHP
-    /// and Rack map both to the same variable (the class of oauth2-proxy CVE-2025-64484).
+    /// removed. Identity families are matched with `_` and `.` read as `-`, since WSGI,
+    /// CGI, PHP and Rack map them to the same variable (the class of oauth2-proxy
+    /// CVE-2025-64484).
     pub fn strips(&self, name: &str) -> bool {
         let has_underscore = name.contains('_');
         if has_underscore && self.drop_underscore {
             return true;
         }
-        let canonical: std::borrow::Cow<'_, str> = if has_underscore {
-            name.replace('_', "-").into()
+        // PHP also maps `.` to `_`, so `X.Forwarded.User` is `X-Forwarded-User` there.
+        let canonical: std::borrow::Cow<'_, str> = if has_underscore || name.contains('.') {
+            name.replace(['_', '.'], "-").into()
         } else {
             name.into()
         };

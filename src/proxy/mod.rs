@@ -91,14 +91,22 @@ impl Upstream {
             _ => target.host_header.clone(),
         };
         h.insert(header::HOST, host);
-        let upgrade = upgrade.filter(|_| client_upgrade.is_some());
+        // Only WebSocket crosses (RFC 6455): an `h2c` or other upgrade would open a tunnel
+        // in which the gateway sees no more requests.
+        let upgrade = upgrade
+            .filter(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+            .filter(|_| client_upgrade.is_some());
         if let Some(u) = &upgrade {
             headers::restore_upgrade(h, u.clone());
         }
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
 
-        let mut resp = self.client.send(req.map(Either::Left)).await?;
+        let mut resp = self
+            .client
+            .send(req.map(Either::Left))
+            .await
+            .map_err(blame_client_body)?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return match (upgrade, client_upgrade) {
@@ -110,6 +118,22 @@ impl Upstream {
         headers::strip_hop_by_hop(resp.headers_mut());
         Ok(resp.map(Either::Left))
     }
+}
+
+/// A failure that came from reading the client's request body (bad chunking, a body cut
+/// short) is the client's: 400, not a 502 that blames the upstream.
+fn blame_client_body(e: Error) -> Error {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(cause) = next {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return Error::with_source(Kind::BadRequest("the request body is malformed"), e);
+        }
+        next = cause.source();
+    }
+    e
 }
 
 /// The host the client addressed: `Host` for HTTP/1.1, the URI authority for HTTP/2.
