@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::auth::Auth;
 use crate::body::Body;
@@ -103,7 +102,7 @@ impl Gateway {
     }
 
     /// Serves one request; never fails (errors become responses) and logs one line.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ClientConn) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Body>, conn: ClientConn) -> Response<Body> {
         let started = Instant::now();
         let request_id = headers::request_id(req.headers());
         let method = req.method().clone();
@@ -142,7 +141,7 @@ impl Gateway {
 
     async fn route_request<'a>(
         &'a self,
-        mut req: Request<Incoming>,
+        mut req: Request<Body>,
         uri: &http::Uri,
         info: &RequestInfo<'_>,
         log: &mut AccessLog<'a>,
@@ -245,7 +244,7 @@ impl Gateway {
     async fn serve_own(
         &self,
         endpoint: Endpoint,
-        req: Request<Incoming>,
+        req: Request<Body>,
         info: &RequestInfo<'_>,
     ) -> Result<Response<Body>, Error> {
         match endpoint {
@@ -275,7 +274,7 @@ impl Gateway {
         &self,
         auth: &Auth,
         route: &Route,
-        req: &Request<Incoming>,
+        req: &Request<Body>,
         path: &str,
         log: &mut AccessLog<'_>,
     ) -> Result<Authorized, Error> {

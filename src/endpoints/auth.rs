@@ -13,7 +13,6 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::auth::Auth;
 use crate::body::Body;
@@ -126,7 +125,7 @@ pub fn original_request(headers: &HeaderMap) -> Result<Option<Original>, Error> 
 pub async fn handle(
     auth: &Auth,
     routes: &RouteTable,
-    req: &Request<Incoming>,
+    req: &Request<Body>,
     conn: &ClientConn,
 ) -> Result<Response<Body>, Error> {
     let original = if conn.trusted {

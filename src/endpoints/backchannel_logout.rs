@@ -4,7 +4,6 @@
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::auth::Auth;
 use crate::body::Body;
@@ -14,7 +13,7 @@ use crate::response;
 /// A logout token is a JWT in a small form; anything bigger is not one.
 const MAX_BODY: usize = 16 * 1024;
 
-pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn handle(auth: &Auth, req: Request<Body>) -> Result<Response<Body>, Error> {
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await

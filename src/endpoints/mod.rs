@@ -10,7 +10,6 @@ pub mod start;
 pub mod userinfo;
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 
 use crate::auth::Auth;
 use crate::body::Body;
@@ -65,7 +64,7 @@ pub async fn serve(
     endpoint: Endpoint,
     auth: &Auth,
     routes: &RouteTable,
-    req: Request<Incoming>,
+    req: Request<Body>,
     info: &RequestInfo<'_>,
 ) -> Result<Response<Body>, Error> {
     match endpoint {

@@ -13,7 +13,6 @@
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::{query_params, single};
 use crate::auth::Auth;
@@ -24,7 +23,7 @@ use crate::response;
 /// The confirmation form's body is one small field.
 const MAX_FORM: usize = 4096;
 
-pub async fn handle(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn handle(auth: &Auth, req: Request<Body>) -> Result<Response<Body>, Error> {
     let params = query_params(req.uri().query());
     let return_to = auth.sign_out_target(single(&params, "rd")?);
     let loaded = auth.identify(req.headers()).await?.session;
@@ -80,7 +79,7 @@ fn same_origin(origin: &str, public_origin: &str) -> bool {
 }
 
 /// The `token` field of a form POST, if the body has one.
-async fn form_token(req: Request<Incoming>) -> Result<Option<String>, Error> {
+async fn form_token(req: Request<Body>) -> Result<Option<String>, Error> {
     let body = Limited::new(req.into_body(), MAX_FORM)
         .collect()
         .await

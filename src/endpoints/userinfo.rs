@@ -2,7 +2,6 @@
 //! The user is resolved as for every other request (`Auth::identify`, refreshed if due).
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::auth::Auth;
 use crate::body::Body;
@@ -10,7 +9,7 @@ use crate::errors::Error;
 use crate::response;
 use crate::response::unauthorized;
 
-pub async fn handle(auth: &Auth, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+pub async fn handle(auth: &Auth, req: &Request<Body>) -> Result<Response<Body>, Error> {
     let caller = auth.identify(req.headers()).await?;
     let Some(loaded) = &caller.session else {
         return Ok(caller.finish(auth, unauthorized()));

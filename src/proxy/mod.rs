@@ -7,7 +7,6 @@ pub mod headers;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::Body;
@@ -47,7 +46,7 @@ impl Upstream {
     /// streaming both bodies. The `Permit` proves the policy ran (only `policy` makes one).
     pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Body>,
         permit: &Permit,
         ctx: ForwardContext<'_>,
     ) -> Result<Response<Body>, Error> {
@@ -102,11 +101,7 @@ impl Upstream {
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
 
-        let mut resp = self
-            .client
-            .send(req.map(Either::Left))
-            .await
-            .map_err(blame_client_body)?;
+        let mut resp = self.client.send(req).await.map_err(blame_client_body)?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return match (upgrade, client_upgrade) {
@@ -149,7 +144,7 @@ pub fn client_host<B>(req: &Request<B>) -> Option<HeaderValue> {
 /// Completes a WebSocket (or other) upgrade: answers the client with the upstream's 101
 /// and copies bytes both ways once both sides have switched protocols.
 fn splice_upgrade(
-    mut upstream_resp: Response<Incoming>,
+    mut upstream_resp: Response<hyper::body::Incoming>,
     client_side: hyper::upgrade::OnUpgrade,
 ) -> Response<Body> {
     let upstream_side = hyper::upgrade::on(&mut upstream_resp);
