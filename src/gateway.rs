@@ -146,21 +146,13 @@ impl Gateway {
         info: &RequestInfo<'_>,
         log: &mut AccessLog<'a>,
     ) -> Result<Response<Body>, Error> {
-        // 0. Limits, before any work.
-        if uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_length {
-            return Err(Error::new(Kind::UriTooLong));
-        }
-        if headers::header_bytes(req.headers()) > self.max_header_bytes {
-            return Err(Error::new(Kind::HeadersTooLarge));
-        }
-        // 0b. One host and one canonical path, or 400: what the gateway routes on must be
-        // what every upstream reads.
-        let host = crate::host::request_host(req.headers(), uri, req.version())
-            .map_err(|why| Error::new(Kind::BadRequest(why.0)))?;
-        let canonical = match path::canonicalize(uri.path()) {
-            Ok(c) => c,
+        // 0. Limits, one canonical path and one host, before any work.
+        let canonical = match self.check_target(&req, uri)? {
+            Ok(canonical) => canonical,
             Err(why) => return Ok(ambiguous_path(why, info, &req)),
         };
+        let host = crate::host::request_host(req.headers(), uri, req.version())
+            .map_err(|why| Error::new(Kind::BadRequest(why.0)))?;
         let path = canonical.path;
 
         // 1. The gateway's own endpoints (`/metrics` is routed when it has its own listener).
@@ -218,15 +210,44 @@ impl Gateway {
         }
 
         // 7. Forward.
+        self.forward(req, &permit, route, &path, info).await
+    }
+
+    /// Step 0: the size limits, then the one canonical path: what the gateway routes on
+    /// must be what every upstream reads. `Ok(Err(_))` is an ambiguous path (a 400 with
+    /// an audit line).
+    fn check_target<'u>(
+        &self,
+        req: &Request<Body>,
+        uri: &'u http::Uri,
+    ) -> Result<Result<path::CanonicalPath<'u>, path::Ambiguous>, Error> {
+        if uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_length {
+            return Err(Error::new(Kind::UriTooLong));
+        }
+        if headers::header_bytes(req.headers()) > self.max_header_bytes {
+            return Err(Error::new(Kind::HeadersTooLarge));
+        }
+        Ok(path::canonicalize(uri.path()))
+    }
+
+    /// Step 7: to the route's upstream, timed for the metrics.
+    async fn forward(
+        &self,
+        req: Request<Body>,
+        permit: &Permit,
+        route: &Route,
+        path: &str,
+        info: &RequestInfo<'_>,
+    ) -> Result<Response<Body>, Error> {
         let sent = Instant::now();
         let result = self
             .upstream
             .forward(
                 req,
-                &permit,
+                permit,
                 ForwardContext {
                     route,
-                    canonical_path: &path,
+                    canonical_path: path,
                     conn: &info.conn,
                     request_id: info.request_id_header,
                     trust_forwarded: self.trust_forwarded && info.conn.trusted,
@@ -378,4 +399,130 @@ fn ambiguous_path<B>(
 ) -> Response<Body> {
     tracing::info!(event = "ambiguous_path", request_id = info.request_id, peer = %info.conn.peer, reason = why.0, "request path refused");
     response::ambiguous_path(why.0, info.request_id, response::wants_html(req.headers()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+    use http_body_util::BodyExt;
+
+    /// An upstream that answers with the path and headers it received.
+    async fn echo_upstream() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        crate::server::spawn_plain(listener, |req| async move {
+            let mut text = format!("path={}\n", req.uri().path());
+            for (name, value) in req.headers() {
+                text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+            }
+            response::text_response(StatusCode::OK, text)
+        });
+        addr
+    }
+
+    async fn gateway() -> Gateway {
+        crate::install_crypto_provider();
+        let upstream = echo_upstream().await;
+        let toml = format!(
+            "[server]\npublic_url = \"http://127.0.0.1:1\"\n\
+             [[route]]\npath = \"/public\"\nupstream = \"http://{upstream}\"\npublic = true\n"
+        );
+        let config = Config::from_toml_with_env(&toml, &Default::default()).unwrap();
+        Gateway::new(&config)
+    }
+
+    fn request(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+        let mut req = Request::get(path).body(crate::body::empty()).unwrap();
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("app.test"));
+        for (name, value) in headers {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        req
+    }
+
+    async fn send(gw: &Gateway, req: Request<Body>) -> (StatusCode, String) {
+        let conn = ClientConn::new("127.0.0.1".parse().unwrap(), false, true);
+        let resp = gw.handle(req, conn).await;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_public_route_gets_the_canonical_path_without_forged_identity() {
+        let gw = gateway().await;
+        let (status, body) = send(
+            &gw,
+            request(
+                "/public/a/../b//c?q=1",
+                &[
+                    ("x-forwarded-user", "boss"),
+                    ("x_auth_request_user", "boss"),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.starts_with("path=/public/b/c\n"), "{body}");
+        assert!(!body.contains("boss"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn ambiguous_paths_and_hosts_are_refused_before_routing() {
+        let gw = gateway().await;
+        let (status, body) = send(&gw, request("/public/..%2fsecret", &[])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("ambiguous_path"), "{body}");
+        let mut two_hosts = request("/public/x", &[]);
+        two_hosts
+            .headers_mut()
+            .append(header::HOST, HeaderValue::from_static("evil.test"));
+        assert_eq!(send(&gw, two_hosts).await.0, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn own_endpoints_answer_and_unknown_paths_are_404() {
+        let gw = gateway().await;
+        assert_eq!(
+            send(&gw, request("/healthz", &[])).await,
+            (StatusCode::OK, "ok\n".into())
+        );
+        // No [oidc]: nothing under /oauth2/, and no route for other paths.
+        assert_eq!(
+            send(&gw, request("/oauth2/start", &[])).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            send(&gw, request("/elsewhere", &[])).await.0,
+            StatusCode::NOT_FOUND
+        );
+        let post = Request::post("/oauth2/backchannel-logout")
+            .header(header::HOST, "app.test")
+            .body(crate::body::empty())
+            .unwrap();
+        assert_eq!(send(&gw, post).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn own_endpoints_resolve_once_by_method_and_path() {
+        use crate::endpoints::Endpoint;
+        assert_eq!(
+            Endpoint::resolve(&Method::GET, "/oauth2/callback").map(|r| r.ok()),
+            Some(Some(Endpoint::Callback))
+        );
+        assert!(matches!(
+            Endpoint::resolve(&Method::POST, "/oauth2/callback"),
+            Some(Err(e)) if e.kind == Kind::MethodNotAllowed
+        ));
+        assert!(matches!(
+            Endpoint::resolve(&Method::GET, "/oauth2/nope"),
+            Some(Err(e)) if e.kind == Kind::NotFound
+        ));
+        assert!(Endpoint::resolve(&Method::GET, "/app").is_none());
+    }
 }

@@ -201,27 +201,7 @@ async fn run(
         Ok(grant) => grant,
         Err(failure) => {
             crate::metrics::get().refresh(false);
-            return settled(match failure {
-                TokenFailure::InvalidGrant(why) => {
-                    tracing::info!(event = "refresh_failed", sub = %session.sub, reason = %why, "refresh token rejected; session ended");
-                    if let Err(e) = sessions.delete(id).await {
-                        tracing::warn!(error = %e, "deleting the ended session failed");
-                    }
-                    Refreshed::Ended
-                }
-                TokenFailure::ClientRefused(why) => {
-                    tracing::error!(event = "refresh_failed", reason = %why, "the identity provider refused the gateway's client credentials on refresh");
-                    Refreshed::Unavailable(RefreshFailure::ClientRefused)
-                }
-                TokenFailure::Refused(why) => {
-                    tracing::warn!(event = "refresh_failed", reason = %why, "the identity provider refused the refresh");
-                    Refreshed::Unavailable(RefreshFailure::IdpRefused)
-                }
-                TokenFailure::Unreachable(why) => {
-                    tracing::warn!(event = "refresh_failed", reason = %why, "identity provider unavailable for refresh");
-                    Refreshed::Unavailable(RefreshFailure::IdpUnreachable)
-                }
-            });
+            return settled(failed(failure, id, session, sessions).await);
         }
     };
     crate::metrics::get().refresh(true);
@@ -275,6 +255,37 @@ async fn run(
         refreshed: Refreshed::Fresh(Box::new(next)),
         unsaved: AtomicBool::new(!saved),
     })
+}
+
+/// What a failed token call means: `invalid_grant` ends the session (and deletes it);
+/// anything else leaves it for a retry in a few seconds.
+async fn failed(
+    failure: TokenFailure,
+    id: &SessionId,
+    session: &Session,
+    sessions: &Sessions,
+) -> Refreshed {
+    match failure {
+        TokenFailure::InvalidGrant(why) => {
+            tracing::info!(event = "refresh_failed", sub = %session.sub, reason = %why, "refresh token rejected; session ended");
+            if let Err(e) = sessions.delete(id).await {
+                tracing::warn!(error = %e, "deleting the ended session failed");
+            }
+            Refreshed::Ended
+        }
+        TokenFailure::ClientRefused(why) => {
+            tracing::error!(event = "refresh_failed", reason = %why, "the identity provider refused the gateway's client credentials on refresh");
+            Refreshed::Unavailable(RefreshFailure::ClientRefused)
+        }
+        TokenFailure::Refused(why) => {
+            tracing::warn!(event = "refresh_failed", reason = %why, "the identity provider refused the refresh");
+            Refreshed::Unavailable(RefreshFailure::IdpRefused)
+        }
+        TokenFailure::Unreachable(why) => {
+            tracing::warn!(event = "refresh_failed", reason = %why, "identity provider unavailable for refresh");
+            Refreshed::Unavailable(RefreshFailure::IdpUnreachable)
+        }
+    }
 }
 
 async fn save_with_retry(sessions: &Sessions, id: &SessionId, session: &Session) -> bool {
