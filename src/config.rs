@@ -371,7 +371,7 @@ const RESERVED_AUTHORIZE_PARAMS: [&str; 9] = [
     "response_mode",
 ];
 
-/// Minimum length of a session secret, in bytes (DESIGN: at least 32).
+/// Minimum length of a session secret, in bytes (at least 32: 256 bits).
 const MIN_SECRET_BYTES: usize = 32;
 
 impl Config {

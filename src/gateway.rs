@@ -1,4 +1,4 @@
-//! The request path, top to bottom, as one function (see DESIGN "The request path"):
+//! The request path, top to bottom, as one function (see ARCHITECTURE.md "The request path"):
 //! limits → own endpoints → route → session → policy → header rewrite → upstream.
 //! Each step uses only what the steps before it returned.
 

@@ -1,4 +1,4 @@
-//! Session crypto (DESIGN "Sessions"): the store key is HMAC-SHA256(secret, id) and the
+//! Session crypto (ARCHITECTURE.md "Sessions"): the store key is HMAC-SHA256(secret, id) and the
 //! value is AES-256-GCM sealed under HKDF-SHA256(secret, id). A dump of the store alone
 //! reveals no token and holds nothing that works as a cookie. A list of secrets rotates:
 //! the first seals, all open.

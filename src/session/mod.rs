@@ -43,6 +43,9 @@ pub struct LoadedSession {
 }
 
 /// What a read of the store found.
+// Made once per request and consumed at once by `settle`: boxing the big variant would
+// only add an allocation to the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Lookup {
     Missing,
