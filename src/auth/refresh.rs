@@ -465,14 +465,8 @@ mod tests {
 
     async fn stored(s: &Setup, set_cookie: &http::HeaderValue) -> Session {
         s.sessions
-            .settle(
-                s.sessions
-                    .load(&crate::session::test_cookie_request(set_cookie))
-                    .await
-                    .unwrap(),
-            )
+            .load_for(set_cookie)
             .await
-            .unwrap()
             .expect("session in the store")
             .session
     }
@@ -486,17 +480,7 @@ mod tests {
             .create(&expired_session(rt0.clone()))
             .await
             .unwrap();
-        let loaded = s
-            .sessions
-            .settle(
-                s.sessions
-                    .load(&crate::session::test_cookie_request(&cookie))
-                    .await
-                    .unwrap(),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let loaded = s.sessions.load_for(&cookie).await.unwrap();
         let refresher = Refresher::new();
 
         // The IdP rotates rt0 -> rt1, then every write fails (1 + the retries).
@@ -557,17 +541,7 @@ mod tests {
             .create(&expired_session("never-issued".into()))
             .await
             .unwrap();
-        let loaded = s
-            .sessions
-            .settle(
-                s.sessions
-                    .load(&crate::session::test_cookie_request(&cookie))
-                    .await
-                    .unwrap(),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let loaded = s.sessions.load_for(&cookie).await.unwrap();
         let refresher = Refresher::new();
         assert!(matches!(
             refresher
@@ -575,17 +549,7 @@ mod tests {
                 .await,
             Refreshed::Ended
         ));
-        assert!(s
-            .sessions
-            .settle(
-                s.sessions
-                    .load(&crate::session::test_cookie_request(&cookie))
-                    .await
-                    .unwrap()
-            )
-            .await
-            .unwrap()
-            .is_none());
+        assert!(s.sessions.load_for(&cookie).await.is_none());
         let failed = Arc::new(Outcome {
             refreshed: Refreshed::Unavailable(RefreshFailure::IdpUnreachable),
             unsaved: AtomicBool::new(false),

@@ -321,6 +321,15 @@ impl Sessions {
     }
 }
 
+#[cfg(test)]
+impl Sessions {
+    /// Tests: the session a browser holding `set_cookie` has, read and settled.
+    pub(crate) async fn load_for(&self, set_cookie: &HeaderValue) -> Option<LoadedSession> {
+        let lookup = self.load(&test_cookie_request(set_cookie)).await.ok()?;
+        self.settle(lookup).await.ok().flatten()
+    }
+}
+
 /// Tests: the `Cookie` header a browser would send back for a `Set-Cookie` value.
 #[cfg(test)]
 pub(crate) fn test_cookie_request(set_cookie: &HeaderValue) -> HeaderMap {
@@ -403,11 +412,7 @@ mod tests {
         for attr in ["Path=/", "HttpOnly", "Secure", "SameSite=Lax"] {
             assert!(text.contains(attr), "{text}");
         }
-        let loaded = s
-            .settle(s.load(&test_cookie_request(&set)).await.unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+        let loaded = s.load_for(&set).await.unwrap();
         assert_eq!(loaded.session.sub, "alice");
     }
 
@@ -447,15 +452,7 @@ mod tests {
         let a = sessions(&config(&[A], 3600), store.clone());
         let set = a.create(&session()).await.unwrap();
         let b = sessions(&config(&[B], 3600), store);
-        assert!(b
-            .settle(
-                b.load(&crate::session::test_cookie_request(&set))
-                    .await
-                    .unwrap()
-            )
-            .await
-            .unwrap()
-            .is_none());
+        assert!(b.load_for(&set).await.is_none());
     }
 
     #[tokio::test]
@@ -466,15 +463,7 @@ mod tests {
         old.last_seen -= 5;
         old.created_at -= 5;
         let set = s.create(&old).await.unwrap();
-        assert!(s
-            .settle(
-                s.load(&crate::session::test_cookie_request(&set))
-                    .await
-                    .unwrap()
-            )
-            .await
-            .unwrap()
-            .is_none());
+        assert!(s.load_for(&set).await.is_none());
     }
 
     #[tokio::test]
@@ -493,33 +482,9 @@ mod tests {
         let mut again = session();
         again.created_ms = now_ms();
         let after = s.create(&again).await.unwrap();
-        assert!(s
-            .settle(
-                s.load(&crate::session::test_cookie_request(&before))
-                    .await
-                    .unwrap()
-            )
-            .await
-            .unwrap()
-            .is_none());
-        assert!(s
-            .settle(
-                s.load(&crate::session::test_cookie_request(&bobs))
-                    .await
-                    .unwrap()
-            )
-            .await
-            .unwrap()
-            .is_some());
-        assert!(s
-            .settle(
-                s.load(&crate::session::test_cookie_request(&after))
-                    .await
-                    .unwrap()
-            )
-            .await
-            .unwrap()
-            .is_some());
+        assert!(s.load_for(&before).await.is_none());
+        assert!(s.load_for(&bobs).await.is_some());
+        assert!(s.load_for(&after).await.is_some());
     }
 
     #[test]
