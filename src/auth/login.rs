@@ -189,3 +189,144 @@ fn check_issuer(oidc: &OidcClient, iss: Option<&str>) -> Result<(), Error> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// An `Auth` over the demo's in-process provider, discovery loaded.
+    async fn auth_with_idp() -> (Auth, String) {
+        crate::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let public_url = "http://127.0.0.1:1";
+        let idp = crate::demo::idp::DevIdp::new(
+            issuer.clone(),
+            "gw".into(),
+            "gw-secret".into(),
+            format!("{public_url}/oauth2/callback"),
+        )
+        .unwrap();
+        crate::server::spawn_plain(listener, move |req| idp.clone().handle(req));
+        let toml = format!(
+            "[server]\npublic_url = \"{public_url}\"\n\
+             [oidc]\nissuer = \"{issuer}\"\nclient_id = \"gw\"\nclient_secret = \"gw-secret\"\n\
+             [session]\nsecret = \"0123456789abcdef0123456789abcdef\"\ncookie_secure = false\n"
+        );
+        let config = crate::config::Config::from_toml_with_env(&toml, &Default::default()).unwrap();
+        let client = crate::http_client::HttpClient::new(
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            &[],
+        );
+        let auth = Auth::new(&config, &client).unwrap();
+        for _ in 0..100 {
+            if auth.oidc().is_some() {
+                return (auth, issuer);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("discovery did not load");
+    }
+
+    /// Signs `user` in at the provider for this authorization URL; the callback's query.
+    async fn sign_in_at_idp(authorize_url: &str, user: &str) -> Vec<(String, String)> {
+        let url = url::Url::parse(authorize_url).unwrap();
+        let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        form.push(("login".into(), user.into()));
+        let submit = format!("{}://{}/authorize", url.scheme(), url.authority());
+        let resp = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(submit)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let location = resp.headers()["location"].to_str().unwrap();
+        url::Url::parse(location)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect()
+    }
+
+    fn cookie_header(set_cookie: &HeaderValue) -> HeaderMap {
+        crate::session::test_cookie_request(set_cookie)
+    }
+
+    fn get<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn callback<'p>(params: &'p [(String, String)]) -> CallbackParams<'p> {
+        CallbackParams {
+            state: get(params, "state"),
+            code: get(params, "code"),
+            iss: get(params, "iss"),
+            error: get(params, "error"),
+            error_description: get(params, "error_description"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_login_completes_once_and_returns_where_it_started() {
+        let (auth, issuer) = auth_with_idp().await;
+        let (authorize_url, login_cookie) = auth.start_login(Some("/after?x=1")).unwrap();
+        assert!(authorize_url.starts_with(&issuer));
+        assert!(authorize_url.contains("code_challenge_method=S256"));
+        let params = sign_in_at_idp(&authorize_url, "alice").await;
+        let headers = cookie_header(&login_cookie);
+
+        let Completion::SignedIn {
+            return_to,
+            set_cookie,
+        } = auth
+            .complete_login(&headers, &callback(&params))
+            .await
+            .unwrap()
+        else {
+            panic!("not signed in");
+        };
+        assert_eq!(return_to, "/after?x=1");
+        let session = auth
+            .identify(&cookie_header(&set_cookie))
+            .await
+            .unwrap()
+            .session
+            .unwrap();
+        assert_eq!(session.session.sub, "alice");
+        assert_eq!(session.session.email.as_deref(), Some("alice@example.com"));
+
+        // The same state again, even with the cookie: refused before the IdP is asked.
+        let again = auth.complete_login(&headers, &callback(&params)).await;
+        assert!(matches!(again, Err(e) if matches!(e.kind, Kind::BadRequest(_))));
+    }
+
+    #[tokio::test]
+    async fn a_callback_from_another_issuer_or_with_a_crafted_state_is_refused() {
+        let (auth, _) = auth_with_idp().await;
+        let (authorize_url, login_cookie) = auth.start_login(None).unwrap();
+        let mut params = sign_in_at_idp(&authorize_url, "alice").await;
+        let headers = cookie_header(&login_cookie);
+        for (k, v) in params.iter_mut() {
+            if k == "iss" {
+                *v = "http://127.0.0.1:9/evil".into();
+            }
+        }
+        let mixed_up = auth.complete_login(&headers, &callback(&params)).await;
+        assert!(
+            matches!(mixed_up, Err(e) if e.kind == Kind::BadRequest("the login response came from another issuer"))
+        );
+
+        let crafted = [("state".to_string(), "a;Domain=evil".to_string())];
+        let refused = auth.complete_login(&headers, &callback(&crafted)).await;
+        assert!(matches!(refused, Err(e) if matches!(e.kind, Kind::BadRequest(_))));
+        assert!(auth.clear_login_cookie("a;Domain=evil").is_none());
+    }
+}

@@ -120,3 +120,58 @@ fn confirmation_page(return_to: &str, token: Option<&str>) -> Response<Body> {
     );
     response::html_response(StatusCode::OK, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    const ORIGIN: &str = "https://app.test";
+
+    #[test]
+    fn only_same_origin_or_typed_navigations_sign_out_on_get() {
+        for ok in [
+            headers(&[("sec-fetch-site", "same-origin")]),
+            headers(&[("sec-fetch-site", "none")]),
+            headers(&[("referer", "https://app.test/page")]),
+        ] {
+            assert!(same_origin_navigation(&ok, ORIGIN), "{ok:?}");
+        }
+        for cross in [
+            headers(&[("sec-fetch-site", "cross-site")]),
+            headers(&[("sec-fetch-site", "same-site")]),
+            // Fetch Metadata wins over a Referer that claims the site.
+            headers(&[
+                ("sec-fetch-site", "cross-site"),
+                ("referer", "https://app.test/"),
+            ]),
+            headers(&[("referer", "https://evil.test/")]),
+            headers(&[("referer", "https://app.test.evil.test/")]),
+            headers(&[]),
+        ] {
+            assert!(!same_origin_navigation(&cross, ORIGIN), "{cross:?}");
+        }
+    }
+
+    #[test]
+    fn origins_compare_exactly() {
+        assert!(same_origin("https://app.test", ORIGIN));
+        assert!(same_origin("HTTPS://APP.TEST/", ORIGIN));
+        for other in [
+            "null",
+            "https://app.test:8443",
+            "http://app.test",
+            "https://evil.test",
+        ] {
+            assert!(!same_origin(other, ORIGIN), "{other}");
+        }
+    }
+}
