@@ -80,10 +80,13 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// The listener's certificate and key files, and the server config parsed from them at
+/// validation (the listener serves with it; nothing parses the files again).
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    pub server_config: Arc<rustls::ServerConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -640,10 +643,18 @@ impl RawServer {
         let public_url = parse_http_url("server.public_url", &public_url_text)?;
         let tls = match (self.tls_cert_file, self.tls_key_file) {
             (Some(cert_file), Some(key_file)) => {
-                crate::server::load_tls_config(&cert_file, &key_file)?;
+                let server_config =
+                    crate::tls::server_config(&cert_file, &key_file).map_err(|e| {
+                        let key = match e.file {
+                            crate::tls::TlsFile::Cert => "server.tls_cert_file",
+                            crate::tls::TlsFile::Key => "server.tls_key_file",
+                        };
+                        ConfigError::new(key, e.reason)
+                    })?;
                 Some(TlsFiles {
                     cert_file,
                     key_file,
+                    server_config: Arc::new(server_config),
                 })
             }
             (None, None) => None,
@@ -661,7 +672,8 @@ impl RawServer {
             }
         };
         let upstream_ca = match &self.upstream_ca_file {
-            Some(path) => load_ca_file(path)?,
+            Some(path) => crate::tls::ca_certificates(path)
+                .map_err(|why| ConfigError::new("server.upstream_ca_file", why))?,
             None => Vec::new(),
         };
         let max_header_bytes = self.max_header_bytes.unwrap_or(16 * 1024);
@@ -1030,30 +1042,6 @@ fn validate_redirect_hosts(hosts: Option<Vec<String>>) -> Result<Vec<String>, Co
         }
     }
     Ok(hosts)
-}
-
-fn load_ca_file(
-    path: &Path,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ConfigError> {
-    use rustls_pki_types::pem::PemObject;
-    let key = "server.upstream_ca_file";
-    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| ConfigError::new(key, format!("{} is not PEM: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(ConfigError::new(
-            key,
-            format!("{} contains no certificate", path.display()),
-        ));
-    }
-    let mut probe = rustls::RootCertStore::empty();
-    for cert in &certs {
-        probe
-            .add(cert.clone())
-            .map_err(|e| ConfigError::new(key, format!("unusable CA certificate: {e}")))?;
-    }
-    Ok(certs)
 }
 
 fn parse_http_url(key: &str, text: &str) -> Result<Url, ConfigError> {

@@ -28,6 +28,7 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +15,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -31,58 +28,6 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client gets to send a complete request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Parses the certificate chain and key; used both by config validation (so a broken file
-/// fails at start, naming the key) and by the listener.
-pub fn load_tls_config(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<rustls::ServerConfig, ConfigError> {
-    let err = |key: &str, reason: String| ConfigError {
-        key: key.to_string(),
-        reason,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| {
-            err(
-                "server.tls_cert_file",
-                format!("cannot read {}: {e}", cert_file.display()),
-            )
-        })?
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            err(
-                "server.tls_cert_file",
-                format!(
-                    "{} is not a PEM certificate chain: {e}",
-                    cert_file.display()
-                ),
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(err(
-            "server.tls_cert_file",
-            format!("{} contains no PEM certificate", cert_file.display()),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
-        err(
-            "server.tls_key_file",
-            format!("{} is not a PEM private key: {e}", key_file.display()),
-        )
-    })?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            err(
-                "server.tls_key_file",
-                format!("does not match the certificate: {e}"),
-            )
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
 /// Binds the listener. Separate from `serve` so a bind error is reported before start-up
 /// work and so tests can bind port 0.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -95,13 +40,11 @@ pub async fn serve(
     server: &ServerConfig,
     gateway: Arc<Gateway>,
 ) -> Result<(), ConfigError> {
-    let tls = match &server.tls {
-        Some(files) => Some(TlsAcceptor::from(Arc::new(load_tls_config(
-            &files.cert_file,
-            &files.key_file,
-        )?))),
-        None => None,
-    };
+    // Parsed (and so checked) when the config was read.
+    let tls = server
+        .tls
+        .as_ref()
+        .map(|files| TlsAcceptor::from(files.server_config.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
