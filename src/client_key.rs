@@ -30,6 +30,8 @@ enum Signer {
 pub struct ClientKey {
     signer: Signer,
     kid: String,
+    /// The file it was read from, if any (shown by `check-config`).
+    file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ClientKey {
@@ -80,6 +82,7 @@ impl ClientKey {
         let mut key = ClientKey {
             signer,
             kid: String::new(),
+            file: None,
         };
         key.kid = match kid.filter(|k| !k.is_empty()) {
             Some(kid) => kid,
@@ -97,6 +100,17 @@ impl ClientKey {
 
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// Records the file the key was read from.
+    pub fn with_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// The file the key was read from, if recorded.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
     }
 
     /// The public half as a JWK (for registering the client at the IdP).

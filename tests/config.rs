@@ -360,6 +360,67 @@ fn non_public_route_without_oidc_is_rejected() {
     assert_rejected(&dir.check_config(&config, &[]), &["oidc", "public"]);
 }
 
+/// A config with problems in several sections. With the `config` crate's tables as hash
+/// maps, which of them a run named changed from run to run.
+#[test]
+fn the_same_bad_config_names_the_same_key_every_run() {
+    let dir = ConfigDir::new();
+    let config = valid_config()
+        .replace(
+            "upstream_timeout = \"30s\"",
+            "lisen = 1\nupstream_timeout = \"ten\"\nconnect_timeout = \"x\"",
+        )
+        .replace("format = \"text\"", "format = \"xml\"\nlevel = 1")
+        .replace("public = true", "public = true\nupstreem = 1");
+    let first = dir.check_config(&config, &[]);
+    assert_rejected(&first, &["server.lisen: unknown key"]);
+    for _ in 0..20 {
+        let again = dir.check_config(&config, &[]);
+        assert_eq!(again.stderr, first.stderr, "{again:#?}");
+    }
+}
+
+#[test]
+fn of_two_bad_keys_the_first_in_the_file_is_named() {
+    let dir = ConfigDir::new();
+    let (duration, unknown) = ("upstream_timeout = \"ten\"", "lisen = 1");
+    for (first, second, named) in [
+        (duration, unknown, "server.upstream_timeout: "),
+        (unknown, duration, "server.lisen: "),
+    ] {
+        let config =
+            valid_config().replace("upstream_timeout = \"30s\"", &format!("{first}\n{second}"));
+        let outcome = dir.check_config(&config, &[]);
+        assert_rejected(&outcome, &[named]);
+    }
+    // Across sections: the route's problem comes before the log's in this file.
+    let config = valid_config()
+        .replace("format = \"text\"", "format = \"xml\"")
+        .replace("[log]", "[[route]]\nupstream = \"ftp://x/\"\n\n[log]");
+    assert_rejected(&dir.check_config(&config, &[]), &["route[0].upstream: "]);
+}
+
+#[test]
+fn an_invalid_enum_value_lists_the_accepted_values() {
+    let dir = ConfigDir::new();
+    let config = oidc_config("token_endpoint_auth_method = \"x\"");
+    let outcome = dir.check_config(&config, &[]);
+    assert_rejected(
+        &outcome,
+        &["oidc.token_endpoint_auth_method: expected one of client_secret_basic, client_secret_post, private_key_jwt, none, got \"x\""],
+    );
+}
+
+#[test]
+fn check_config_output_is_a_config_that_check_config_accepts() {
+    let dir = ConfigDir::new();
+    let first = dir.check_config(&valid_config(), &[]);
+    assert_eq!(first.code, Some(0), "{first:#?}");
+    let again = dir.check_config(&first.stdout, &[]);
+    assert_eq!(again.code, Some(0), "{again:#?}");
+    assert_eq!(again.stdout, first.stdout);
+}
+
 #[test]
 fn invalid_toml_is_rejected_without_panic() {
     let dir = ConfigDir::new();
