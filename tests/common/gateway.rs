@@ -1,6 +1,17 @@
-//! `Gateway`: the real `portcullis` binary as a child process.
+//! The gateway under test, two ways:
 //!
-//! The config is written to a fresh tempdir; stdout and stderr go to `gateway.log` in the
+//! - [`Gateway`]: the real `portcullis` binary as a child process — for tests that read
+//!   its log (tracing output is process-wide, so only a process has a log of its own),
+//!   send it signals, check its exit status or its command line, or measure its memory.
+//! - [`InProcessGateway`]: the library's `serve_on` on this test's tokio runtime, on a
+//!   listener bound to `127.0.0.1:0` before the config is written (so no port race) —
+//!   for everything else; no process start-up. It stops when dropped.
+//!
+//! Both answer [`GatewayAddr`] (`url()`, `url_for()`, `addr()`), so a test switches by
+//! changing its constructor.
+//!
+//! For the process:
+//! //! The config is written to a fresh tempdir; stdout and stderr go to `gateway.log` in the
 //! same tempdir. Placeholders in the config text are replaced before writing:
 //!
 //! - `@LISTEN@` — `127.0.0.1:<free port>` picked at run time,
@@ -27,6 +38,24 @@ use futures_util::FutureExt;
 use reqwest::StatusCode;
 
 use super::{bin, free_port, process, wait_until};
+
+/// Where a gateway serves: the same for [`Gateway`] and [`InProcessGateway`].
+pub trait GatewayAddr {
+    fn addr(&self) -> SocketAddr;
+
+    /// `http` or `https`.
+    fn scheme(&self) -> &'static str;
+
+    /// `http://127.0.0.1:<port>` or `https://...`, no trailing slash.
+    fn url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.addr())
+    }
+
+    /// `url() + path`.
+    fn url_for(&self, path: &str) -> String {
+        format!("{}{path}", self.url())
+    }
+}
 
 /// Builder for a gateway process with extra arguments, environment or files.
 pub struct GatewayBuilder {
@@ -340,6 +369,16 @@ impl Gateway {
     }
 }
 
+impl GatewayAddr for Gateway {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
@@ -357,7 +396,7 @@ impl Drop for Gateway {
 }
 
 /// Polls `/readyz` until OIDC discovery has loaded (bounded).
-pub async fn wait_for_readyz(gateway: &Gateway) {
+pub async fn wait_for_readyz(gateway: &impl GatewayAddr) {
     let client = super::client();
     let url = gateway.url_for("/readyz");
     wait_until("gateway /readyz = 200", Duration::from_secs(20), || {
@@ -394,4 +433,247 @@ pub async fn try_start_gateway(toml: &str) -> Option<Gateway> {
             }
         }
     }
+}
+
+// ----- the gateway in-process ------------------------------------------------------------
+
+/// A loopback listener for an [`InProcessGateway`], bound before the gateway's config is
+/// written, so the port can go into other configs first (an IdP's redirect URIs) and
+/// nobody else can take it in between.
+pub struct GatewayListener {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl GatewayListener {
+    /// Binds `127.0.0.1:0`.
+    pub async fn bind() -> Self {
+        Self::bind_to("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn bind_to(addr: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind {addr} for the in-process gateway: {e}"));
+        let addr = listener.local_addr().expect("local_addr");
+        GatewayListener { listener, addr }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// Builder for an [`InProcessGateway`]: the same config text and placeholders as
+/// [`GatewayBuilder`] (`@LISTEN@`, `@PORT@`, `@PUBLIC_URL@`, `@DIR@`), read with the
+/// library's `Config::from_toml_with_env` (so `PORTCULLIS__*` variables of the test
+/// process apply — the process harness removes them instead).
+pub struct InProcessGatewayBuilder {
+    config: String,
+    listener: Option<GatewayListener>,
+    https: Option<bool>,
+    dir: TempDir,
+}
+
+impl InProcessGatewayBuilder {
+    pub fn new(config_toml: &str) -> Self {
+        InProcessGatewayBuilder {
+            config: config_toml.to_string(),
+            listener: None,
+            https: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The tempdir that `@DIR@` names (for certificates or secret files); it lives as long
+    /// as the gateway.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Serve on this listener (default: a fresh `127.0.0.1:0`, or the config's fixed
+    /// `listen` address when it uses no placeholder).
+    pub fn listener(mut self, listener: GatewayListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Forces the scheme of [`GatewayAddr::url`] (default: https iff the config sets
+    /// `tls_cert_file`).
+    pub fn https(mut self, https: bool) -> Self {
+        self.https = Some(https);
+        self
+    }
+
+    /// Parses the config, spawns the gateway on the current tokio runtime and waits until
+    /// it serves `/healthz`. Panics with the reason if the config is refused or the
+    /// gateway stops or is not ready in time.
+    pub async fn start(self) -> InProcessGateway {
+        portcullis::install_crypto_provider();
+        keep_signals_fatal();
+        let uses_placeholder = self.config.contains("@LISTEN@")
+            || self.config.contains("@PORT@")
+            || self.config.contains("@PUBLIC_URL@");
+        let listener = match self.listener {
+            Some(listener) => listener,
+            None if uses_placeholder => GatewayListener::bind().await,
+            None => {
+                let addr = configured_listen(&self.config).unwrap_or_else(|| {
+                    panic!(
+                        "no listen address: use @LISTEN@ or a listener()\n{}",
+                        self.config
+                    )
+                });
+                GatewayListener::bind_to(addr).await
+            }
+        };
+        let https = self
+            .https
+            .unwrap_or_else(|| config_sets(&self.config, "tls_cert_file"));
+        let scheme = if https { "https" } else { "http" };
+        let addr = listener.addr;
+        let config = self
+            .config
+            .replace("@LISTEN@", &addr.to_string())
+            .replace("@PORT@", &addr.port().to_string())
+            .replace("@PUBLIC_URL@", &format!("{scheme}://{addr}"))
+            .replace("@DIR@", &self.dir.path().display().to_string());
+        let parsed = portcullis::config::Config::from_toml_with_env(
+            &config,
+            &portcullis::config::CliOverrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("the gateway refused its config: {e}\nconfig:\n{config}"));
+        let task = tokio::spawn(async move {
+            portcullis::serve_on(listener.listener, parsed, None)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let mut gateway = InProcessGateway {
+            addr,
+            scheme,
+            task,
+            _dir: self.dir,
+        };
+        if let Err(reason) = gateway.wait_ready(Duration::from_secs(20)).await {
+            panic!("in-process gateway not ready: {reason}\nconfig:\n{config}");
+        }
+        gateway
+    }
+}
+
+/// The gateway served by the library on this test's runtime. Aborted when dropped (and
+/// in any case when the test's runtime ends).
+pub struct InProcessGateway {
+    addr: SocketAddr,
+    scheme: &'static str,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+    _dir: TempDir,
+}
+
+impl InProcessGateway {
+    /// Starts the gateway with this config (see [`InProcessGatewayBuilder`]) and waits
+    /// until it serves `/healthz`.
+    pub async fn start(config_toml: &str) -> InProcessGateway {
+        InProcessGatewayBuilder::new(config_toml).start().await
+    }
+
+    pub fn builder(config_toml: &str) -> InProcessGatewayBuilder {
+        InProcessGatewayBuilder::new(config_toml)
+    }
+
+    /// `http://127.0.0.1:<port>` or `https://...`, no trailing slash.
+    pub fn url(&self) -> String {
+        GatewayAddr::url(self)
+    }
+
+    /// `url() + path`.
+    pub fn url_for(&self, path: &str) -> String {
+        GatewayAddr::url_for(self, path)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let client = super::http::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("readiness client");
+        let url = self.url_for("/healthz");
+        let deadline = Instant::now() + timeout;
+        let mut last;
+        loop {
+            if self.task.is_finished() {
+                let outcome = (&mut self.task).await;
+                return Err(match outcome {
+                    Ok(Ok(())) => "the gateway stopped serving".to_string(),
+                    Ok(Err(e)) => format!("the gateway failed: {e}"),
+                    Err(e) => format!("the gateway task ended: {e}"),
+                });
+            }
+            match client.get(&url).send().await {
+                Ok(resp) if resp.status() == StatusCode::OK => return Ok(()),
+                Ok(resp) => last = format!("GET {url} answered {}", resp.status()),
+                Err(e) => last = format!("GET {url} failed: {e}"),
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("not ready within {timeout:?} (last: {last})"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl GatewayAddr for InProcessGateway {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+}
+
+impl Drop for InProcessGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `serve_on` listens for SIGINT and SIGTERM to drain, and a tokio signal listener, once
+/// registered, replaces the default action for the whole process: a test binary with an
+/// in-process gateway would outlive Ctrl-C. A thread of our own listens too and ends the
+/// process the way the default action would.
+fn keep_signals_fatal() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("test-signals".to_string())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("signal runtime");
+                runtime.block_on(async move {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT listener");
+                    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM listener");
+                    let _ = ready_tx.send(());
+                    let code = tokio::select! {
+                        _ = interrupt.recv() => 130,
+                        _ = terminate.recv() => 143,
+                    };
+                    eprintln!("test process: signal received, exiting");
+                    std::process::exit(code);
+                });
+            })
+            .expect("spawn the signal thread");
+        let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    });
 }

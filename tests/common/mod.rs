@@ -2,7 +2,10 @@
 //! chosen at run time (never fixed ports), every wait bounded.
 //!
 //! - [`gateway::Gateway`] spawns the `portcullis` binary with a config written to a
-//!   tempdir and waits for `/healthz`.
+//!   tempdir and waits for `/healthz`; [`gateway::InProcessGateway`] serves the same config
+//!   through the library on the test's runtime (no process, no log of its own).
+//! - [`mock_idp::MockIdp`] is an in-process, fault-injectable OpenID Provider whose signing
+//!   key the test holds; [`idp::Idp`] is the node test IdP (oidc-provider).
 //! - [`upstream::EchoUpstream`] is an in-process hyper 1 server that reports what it
 //!   received (JSON), serves slow and large responses, and echoes WebSocket messages.
 //! - [`process`] spawns other child processes (the node test IdP) and waits for a
@@ -33,7 +36,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
-pub use gateway::{Gateway, GatewayBuilder};
+pub use gateway::{Gateway, GatewayAddr, GatewayBuilder, InProcessGateway};
 #[allow(unused_imports)]
 pub use http::{client, raw_request, RawResponse};
 #[allow(unused_imports)]
