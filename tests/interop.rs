@@ -27,9 +27,11 @@ use url::Url;
 
 use common::gateway::{try_start_gateway, wait_for_readyz};
 use common::idp::{write_client_key, ClientKeyKind, Idp, IdpBuilder, DEFAULT_API_RESOURCE};
-use common::lifecycle::{jwt_parts, mint_jwt, unix_now, RsaKey, Signer};
 use common::login::{query_param, random_hex, Browser, Hop, IdpStep, SESSION_COOKIE};
-use common::mock_idp::{mock_user_claims, IdTokenFault, MockIdp, MockUserinfo, MOCK_SUB};
+use common::mock_idp::{
+    jwt_parts, mint_jwt, mock_user_claims, unix_now, IdTokenFault, MockIdp, MockUserinfo, Signer,
+    SigningKey, MOCK_SUB,
+};
 use common::{bin, free_port, EchoUpstream, Gateway};
 
 const CLIENT_ID: &str = "gateway";
@@ -1411,7 +1413,7 @@ async fn bearer_get(client: &reqwest::Client, url: &str, token: &str) -> (Status
 /// Sends `count` JWTs that look like the IdP's access tokens but carry random `kid`s (and
 /// a signature by a key the IdP never had), `concurrency` at a time; each must get 401.
 async fn flood_with_random_kids(stack: &Stack, count: usize, concurrency: usize) {
-    let key = RsaKey::generate("forger");
+    let key = SigningKey::rsa("forger");
     let client = common::client();
     let url = stack.url_for("/api/orders");
     let issuer = stack.idp.issuer().to_string();
@@ -1424,7 +1426,7 @@ async fn flood_with_random_kids(stack: &Stack, count: usize, concurrency: usize)
                 "client_id": CLIENT_ID, "scope": "openid", "jti": random_hex(8),
                 "iat": now, "exp": now + 600,
             });
-            mint_jwt(&header, &claims, Signer::Rs256(&key))
+            mint_jwt(&header, &claims, Signer::Key(&key))
         })
         .collect();
     let statuses: Vec<StatusCode> = stream::iter(tokens)

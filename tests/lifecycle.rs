@@ -6,7 +6,7 @@
 //! Most tests run against the node test IdP (`tests/idp`, oidc-provider) with short token
 //! lifetimes, so they wait in real time (a few seconds). Tokens a correct IdP never sends —
 //! a logout token with a nonce, an access token for another issuer — come from
-//! [`SigningIdp`], an in-process provider whose signing key the test holds.
+//! [`MockIdp`], an in-process provider whose signing key the test holds.
 
 mod common;
 
@@ -19,12 +19,10 @@ use serde_json::{json, Value};
 use url::Url;
 
 use common::idp::{IdpBuilder, DEFAULT_API_RESOURCE};
-use common::lifecycle::{
-    jwt_parts, mint_jwt, start_gateway_for, unix_now, GatewaySettings, LifecycleStack, RsaKey,
-    RsaPublic, Signer, SigningIdp,
-};
+use common::lifecycle::{signing_idp, start_gateway_for, GatewaySettings, LifecycleStack};
 use common::login::{query_param, random_hex, Browser, Hop, IdpPage, SESSION_COOKIE};
-use common::{EchoUpstream, Gateway};
+use common::mock_idp::{jwt_parts, mint_jwt, unix_now, MockIdp, RsaPublic, Signer, SigningKey};
+use common::{EchoUpstream, InProcessGateway};
 
 const ALICE: &str = "alice";
 const BOB: &str = "bob";
@@ -738,7 +736,7 @@ async fn backchannel_logout_ends_sessions() {
     // A logout token for alice signed with another key (under the IdP's kid) changes nothing.
     let jwks = idp_jwks(&stack).await;
     let kid = jwks["keys"][0]["kid"].as_str().unwrap();
-    let other_key = RsaKey::generate(kid);
+    let other_key = SigningKey::rsa(kid);
     let now = unix_now();
     let forged = mint_jwt(
         &json!({"alg": "RS256", "kid": kid, "typ": "logout+jwt"}),
@@ -747,7 +745,7 @@ async fn backchannel_logout_ends_sessions() {
             "jti": random_hex(12), "sub": ALICE,
             "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
         }),
-        Signer::Rs256(&other_key),
+        Signer::Key(&other_key),
     );
     let refused = post_logout_token(&stack.url(), &forged).await;
     assert_logout_refused(&refused, "logout token signed with another key");
@@ -833,13 +831,13 @@ async fn replayed_logout_token_rejected() {
     assert_session_alive(&stack.url(), &alice, ALICE).await;
 }
 
-/// A login through the [`SigningIdp`] (no pages: straight back with a code).
-async fn signing_login(gateway: &Gateway, idp: &SigningIdp, browser: &Browser, user: &str) {
+/// A login through the [`MockIdp`] (no pages: straight back with a code).
+async fn signing_login(gateway: &InProcessGateway, idp: &MockIdp, browser: &Browser, user: &str) {
     idp.set_user(user);
     let started = browser.begin_login(&gateway.url(), "/start").await;
     let callback = match browser.idp_open(&started.authorize_url).await {
         common::login::IdpStep::Left(url) => url,
-        common::login::IdpStep::Page(page) => panic!("the signing IdP showed a page\n{page}"),
+        common::login::IdpStep::Page(page) => panic!("the mock IdP showed a page\n{page}"),
     };
     let hop = browser.callback(&callback).await;
     assert_eq!(hop.status, StatusCode::FOUND, "callback\n{hop}");
@@ -849,7 +847,7 @@ async fn signing_login(gateway: &Gateway, idp: &SigningIdp, browser: &Browser, u
 #[tokio::test]
 async fn forged_logout_token_rejected() {
     let settings = GatewaySettings::default();
-    let idp = SigningIdp::start(&settings.client_id, &settings.api_audience).await;
+    let idp = signing_idp(&settings).await;
     let upstream = EchoUpstream::start().await;
     let gateway = start_gateway_for(&idp, &upstream, &settings).await;
     let url = gateway.url();
@@ -874,14 +872,14 @@ async fn forged_logout_token_rejected() {
         claims
     };
     let key = idp.key();
-    let other_key = RsaKey::generate(&key.kid);
-    let public_pem = key.public().spki_pem();
+    let other_key = SigningKey::rsa(&key.kid);
+    let public_pem = key.rsa_public().spki_pem();
     let now = unix_now();
 
     let forgeries: Vec<(&str, String)> = vec![
         (
             "signed with another key (same kid)",
-            mint_jwt(&header, &valid(), Signer::Rs256(&other_key)),
+            mint_jwt(&header, &valid(), Signer::Key(&other_key)),
         ),
         (
             "alg none",
@@ -904,7 +902,7 @@ async fn forged_logout_token_rejected() {
             mint_jwt(
                 &header,
                 &with(json!({"aud": "another-client"})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
@@ -912,7 +910,7 @@ async fn forged_logout_token_rejected() {
             mint_jwt(
                 &header,
                 &with(json!({"iss": "http://127.0.0.1:9/other"})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
@@ -920,19 +918,19 @@ async fn forged_logout_token_rejected() {
             mint_jwt(
                 &header,
                 &with(json!({"nonce": "n-0S6_WzA2Mj"})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
             "missing events",
-            mint_jwt(&header, &with(json!({"events": null})), Signer::Rs256(key)),
+            mint_jwt(&header, &with(json!({"events": null})), Signer::Key(key)),
         ),
         (
             "events without the back-channel logout event",
             mint_jwt(
                 &header,
                 &with(json!({"events": {"http://schemas.openid.net/event/other": {}}})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
@@ -940,19 +938,19 @@ async fn forged_logout_token_rejected() {
             mint_jwt(
                 &header,
                 &with(json!({"sub": null, "sid": null})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
             "missing jti",
-            mint_jwt(&header, &with(json!({"jti": null})), Signer::Rs256(key)),
+            mint_jwt(&header, &with(json!({"jti": null})), Signer::Key(key)),
         ),
         (
             "iat 11 minutes old",
             mint_jwt(
                 &header,
                 &with(json!({"iat": now - 660, "exp": now + 60})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
@@ -960,7 +958,7 @@ async fn forged_logout_token_rejected() {
             mint_jwt(
                 &header,
                 &with(json!({"iat": now - 400, "exp": now - 300})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
     ];
@@ -981,7 +979,7 @@ async fn forged_logout_token_rejected() {
     assert_session_alive(&url, &bob, BOB).await;
 
     // Control: the same token without the fault ends alice's session, not bob's.
-    let good = post_logout_token(&url, &mint_jwt(&header, &valid(), Signer::Rs256(key))).await;
+    let good = post_logout_token(&url, &mint_jwt(&header, &valid(), Signer::Key(key))).await;
     assert_eq!(
         good.status,
         StatusCode::OK,
@@ -1102,7 +1100,7 @@ async fn api_bearer_token_from_the_idp_is_forwarded_unchanged() {
     let kid = header["kid"].as_str().unwrap();
     let jwks = idp_jwks(&stack).await;
     let public = RsaPublic::from_jwk(&jwks["keys"][0]);
-    let other_key = RsaKey::generate(kid);
+    let other_key = SigningKey::rsa(kid);
     let hs256 = json!({"alg": "HS256", "typ": "at+jwt", "kid": kid});
     let mut tampered_claims = claims.clone();
     tampered_claims["sub"] = json!(BOB);
@@ -1134,7 +1132,7 @@ async fn api_bearer_token_from_the_idp_is_forwarded_unchanged() {
         ),
         (
             "RS256 signed by another key under the IdP's kid",
-            mint_jwt(&header, &claims, Signer::Rs256(&other_key)),
+            mint_jwt(&header, &claims, Signer::Key(&other_key)),
         ),
         ("claims changed after signing", tampered),
         ("not a JWT", "opaque-access-token".to_string()),
@@ -1189,7 +1187,7 @@ async fn api_bearer_token_from_the_idp_is_forwarded_unchanged() {
 #[tokio::test]
 async fn api_bearer_token_claims_are_checked() {
     let settings = GatewaySettings::default();
-    let idp = SigningIdp::start(&settings.client_id, &settings.api_audience).await;
+    let idp = signing_idp(&settings).await;
     let upstream = EchoUpstream::start().await;
     let gateway = start_gateway_for(&idp, &upstream, &settings).await;
     let url = gateway.url_for("/api/items");
@@ -1208,7 +1206,7 @@ async fn api_bearer_token_claims_are_checked() {
     };
 
     // Control: a correct token passes, unchanged, as carol.
-    let valid = mint_jwt(&header, &with(json!({})), Signer::Rs256(key));
+    let valid = mint_jwt(&header, &with(json!({})), Signer::Key(key));
     let ok = bearer_get(&url, &valid).await;
     assert_eq!(ok.status, StatusCode::OK, "{ok}");
     let echo = ok.echo();
@@ -1219,32 +1217,28 @@ async fn api_bearer_token_claims_are_checked() {
     assert_eq!(echo.header("x-forwarded-user"), Some("carol"));
 
     let now = unix_now();
-    let other_key = RsaKey::generate(&key.kid);
-    let unknown_key = RsaKey::generate("not-in-the-jwks");
-    let public_pem = key.public().spki_pem();
+    let other_key = SigningKey::rsa(&key.kid);
+    let unknown_key = SigningKey::rsa("not-in-the-jwks");
+    let public_pem = key.rsa_public().spki_pem();
     let forgeries = [
         (
             "expired (beyond any clock-skew leeway)",
             mint_jwt(
                 &header,
                 &with(json!({"iat": now - 3600, "exp": now - 300})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
             "not yet valid (nbf in 10 minutes)",
-            mint_jwt(
-                &header,
-                &with(json!({"nbf": now + 600})),
-                Signer::Rs256(key),
-            ),
+            mint_jwt(&header, &with(json!({"nbf": now + 600})), Signer::Key(key)),
         ),
         (
             "another issuer",
             mint_jwt(
                 &header,
                 &with(json!({"iss": "http://127.0.0.1:9/other"})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
@@ -1252,7 +1246,7 @@ async fn api_bearer_token_claims_are_checked() {
             mint_jwt(
                 &header,
                 &with(json!({"aud": "https://other.portcullis.test"})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
@@ -1260,27 +1254,27 @@ async fn api_bearer_token_claims_are_checked() {
             mint_jwt(
                 &header,
                 &with(json!({"aud": settings.client_id})),
-                Signer::Rs256(key),
+                Signer::Key(key),
             ),
         ),
         (
             "no exp",
-            mint_jwt(&header, &with(json!({"exp": null})), Signer::Rs256(key)),
+            mint_jwt(&header, &with(json!({"exp": null})), Signer::Key(key)),
         ),
         (
             "no sub",
-            mint_jwt(&header, &with(json!({"sub": null})), Signer::Rs256(key)),
+            mint_jwt(&header, &with(json!({"sub": null})), Signer::Key(key)),
         ),
         (
             "signed by another key under the IdP's kid",
-            mint_jwt(&header, &with(json!({})), Signer::Rs256(&other_key)),
+            mint_jwt(&header, &with(json!({})), Signer::Key(&other_key)),
         ),
         (
             "signed by a key the IdP does not publish",
             mint_jwt(
                 &json!({"alg": "RS256", "kid": unknown_key.kid, "typ": "at+jwt"}),
                 &with(json!({})),
-                Signer::Rs256(&unknown_key),
+                Signer::Key(&unknown_key),
             ),
         ),
         (
@@ -1304,7 +1298,7 @@ async fn api_bearer_token_claims_are_checked() {
             mint_jwt(
                 &json!({"alg": "HS256", "kid": key.kid, "typ": "at+jwt"}),
                 &with(json!({})),
-                Signer::Hs256(&key.public().pkcs1_der()),
+                Signer::Hs256(&key.rsa_public().pkcs1_der()),
             ),
         ),
     ];
