@@ -1,9 +1,11 @@
-//! Reverse-proxy behaviour of the real `portcullis` binary on public routes (no login):
-//! forwarding, header rewriting, request ids, upstream errors, routing, path
-//! normalization, limits, WebSocket, TLS, streaming memory, graceful shutdown, logs.
+//! Reverse-proxy behaviour on public routes (no login): forwarding, header rewriting,
+//! request ids, upstream errors, routing, path normalization, limits, WebSocket, TLS,
+//! streaming memory, graceful shutdown, logs.
 //!
-//! Every test starts its own gateway process and in-process upstreams on ports chosen
-//! at run time (see `tests/common`).
+//! Every test starts its own gateway and in-process upstreams on ports chosen at run time
+//! (see `tests/common`). The gateway runs in-process (the library on the test's runtime),
+//! except where a test needs the real `portcullis` process: its memory, SIGTERM and exit
+//! status, or its log.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::http::{builder as client_builder, try_raw_request};
 use common::{
     client, pattern_sha256, pattern_stream, process_memory, raw_request, sha256_hex, EchoUpstream,
-    Echoed, Gateway, SelfSignedCert, Sha256,
+    Echoed, Gateway, GatewayAddr, InProcessGateway, SelfSignedCert, Sha256,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -43,12 +45,12 @@ fn route(host: Option<&str>, path: &str, upstream: &str) -> String {
     format!("[[route]]\n{host}path = \"{path}\"\nupstream = \"{upstream}\"\npublic = true\n\n")
 }
 
-/// One gateway with a single public route `/` to `upstream`.
-async fn gateway_for(upstream: &EchoUpstream) -> Gateway {
-    Gateway::start(&config("", &route(None, "/", &upstream.url()))).await
+/// One in-process gateway with a single public route `/` to `upstream`.
+async fn gateway_for(upstream: &EchoUpstream) -> InProcessGateway {
+    InProcessGateway::start(&config("", &route(None, "/", &upstream.url()))).await
 }
 
-async fn get_echo(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> Echoed {
+async fn get_echo(gw: &impl GatewayAddr, target: &str, headers: &[(&str, &str)]) -> Echoed {
     let resp = raw_request(gw.addr(), "GET", target, headers, "").await;
     assert_eq!(
         resp.status,
@@ -153,7 +155,7 @@ async fn upstream_status_and_body_are_passed_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_base_path_is_prepended() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::start(&config(
+    let gw = InProcessGateway::start(&config(
         "",
         &route(None, "/", &format!("{}/base", upstream.url())),
     ))
@@ -170,7 +172,7 @@ async fn host_is_rewritten_unless_preserve_host() {
         route(Some("keep.test"), "/", &upstream.url()),
         route(Some("rewrite.test"), "/", &upstream.url()),
     );
-    let gw = Gateway::start(&config("", &routes)).await;
+    let gw = InProcessGateway::start(&config("", &routes)).await;
 
     let kept = get_echo(&gw, "/", &[("host", "keep.test")]).await;
     assert_eq!(kept.header("host"), Some("keep.test"));
@@ -288,7 +290,7 @@ async fn forwarded_headers_are_replaced_when_untrusted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_are_extended_when_trusted() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::start(&config(
+    let gw = InProcessGateway::start(&config(
         "trust_forwarded_headers = true",
         &route(None, "/", &upstream.url()),
     ))
@@ -325,7 +327,7 @@ async fn forwarded_header_quotes_ipv6_peer() {
         "[server]\nlisten = \"[::1]:{port}\"\npublic_url = \"http://[::1]:{port}\"\n\n{}",
         route(None, "/", &upstream.url())
     );
-    let gw = Gateway::start(&config).await;
+    let gw = InProcessGateway::start(&config).await;
     let addr: SocketAddr = format!("[::1]:{port}").parse().unwrap();
     assert_eq!(gw.addr(), addr);
     let echoed = get_echo(&gw, "/v6", &[("host", "v6.test")]).await;
@@ -434,7 +436,7 @@ fn assert_safe_error_body(resp: &common::RawResponse, request_id: &str) {
 async fn unreachable_upstream_is_502() {
     // A port nothing listens on: connection refused.
     let dead = format!("http://127.0.0.1:{}", common::free_port());
-    let gw = Gateway::start(&config(
+    let gw = InProcessGateway::start(&config(
         "connect_timeout = \"2s\"",
         &route(None, "/", &dead),
     ))
@@ -455,7 +457,7 @@ async fn unreachable_upstream_is_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_504_after_upstream_timeout() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::start(&config(
+    let gw = InProcessGateway::start(&config(
         "upstream_timeout = \"1s\"",
         &route(None, "/", &upstream.url()),
     ))
@@ -495,7 +497,7 @@ async fn routes_match_by_host_and_path_first_match_wins() {
         route(Some("*"), "/", &d.url()),
     ]
     .concat();
-    let gw = Gateway::start(&config("", &routes)).await;
+    let gw = InProcessGateway::start(&config("", &routes)).await;
 
     let cases = [
         ("a.test", "/", "A", "exact host"),
@@ -554,7 +556,7 @@ async fn request_without_matching_route_is_404() {
         route(Some("b.test"), "/only", &upstream.url()),
     ]
     .concat();
-    let gw = Gateway::start(&config("", &routes)).await;
+    let gw = InProcessGateway::start(&config("", &routes)).await;
 
     for (host, path) in [
         ("c.test", "/"),
@@ -580,7 +582,7 @@ async fn request_without_matching_route_is_404() {
 // ---------------------------------------------------------------------------------
 
 struct NormalizationSetup {
-    gw: Gateway,
+    gw: InProcessGateway,
     _a: EchoUpstream,
     _b: EchoUpstream,
     _c: EchoUpstream,
@@ -596,7 +598,7 @@ async fn normalization_setup() -> NormalizationSetup {
         route(None, "/", &a.url()),
     ]
     .concat();
-    let gw = Gateway::start(&config("", &routes)).await;
+    let gw = InProcessGateway::start(&config("", &routes)).await;
     NormalizationSetup {
         gw,
         _a: a,
@@ -606,7 +608,7 @@ async fn normalization_setup() -> NormalizationSetup {
 }
 
 /// Sends each raw target and checks which upstream got it and which path it saw.
-async fn assert_routed(gw: &Gateway, cases: &[(&str, &str, &str)]) {
+async fn assert_routed(gw: &InProcessGateway, cases: &[(&str, &str, &str)]) {
     let mut failures = Vec::new();
     for (target, upstream, path) in cases {
         let resp = raw_request(gw.addr(), "GET", target, &[], "").await;
@@ -708,7 +710,7 @@ async fn encoded_slash_is_refused_unless_the_route_allows_it() {
         route(None, "/", &other.url()),
     ]
     .concat();
-    let gw = Gateway::start(&config("", &routes)).await;
+    let gw = InProcessGateway::start(&config("", &routes)).await;
     assert_routed(
         &gw,
         &[
@@ -760,7 +762,7 @@ async fn query_is_forwarded_unchanged_after_normalization() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_headers_are_431() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::start(&config(
+    let gw = InProcessGateway::start(&config(
         "max_header_bytes = 16384",
         &route(None, "/", &upstream.url()),
     ))
@@ -794,7 +796,7 @@ async fn oversized_request_headers_are_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlong_uri_is_414() {
     let upstream = EchoUpstream::start().await;
-    let gw = Gateway::start(&config(
+    let gw = InProcessGateway::start(&config(
         "max_uri_length = 8192",
         &route(None, "/", &upstream.url()),
     ))
@@ -863,12 +865,12 @@ async fn websocket_upgrade_is_proxied_end_to_end() {
 // TLS
 // ---------------------------------------------------------------------------------
 
-async fn tls_gateway(upstream: &EchoUpstream) -> Gateway {
+async fn tls_gateway(upstream: &EchoUpstream) -> InProcessGateway {
     let config = config(
         "tls_cert_file = \"@DIR@/cert.pem\"\ntls_key_file = \"@DIR@/key.pem\"",
         &route(None, "/", &upstream.url()),
     );
-    let builder = Gateway::builder(&config);
+    let builder = InProcessGateway::builder(&config);
     SelfSignedCert::generate().write_to(builder.dir());
     builder.start().await
 }
@@ -972,7 +974,8 @@ async fn large_bodies_stream_through_without_buffering() {
     const MB: u64 = 1024 * 1024;
     const BIG: u64 = 50 * MB;
     let upstream = EchoUpstream::start().await;
-    let gw = gateway_for(&upstream).await;
+    // The process: its memory is the gateway's alone.
+    let gw = Gateway::start(&config("", &route(None, "/", &upstream.url()))).await;
     let http = client_builder()
         .timeout(Duration::from_secs(300))
         .build()
