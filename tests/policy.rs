@@ -7,8 +7,10 @@
 //!
 //! Every test starts its own IdP, echo upstreams (one per route, named after it, so the
 //! echo tells which route served a request) and gateway on loopback ports chosen at run
-//! time. The IdP must know the gateway's redirect URI before it starts, so three gateway
-//! port candidates are registered and the first one that binds is used.
+//! time. The IdP must know the gateway's redirect URI before it starts: the in-process
+//! gateway's listener is bound first; for the tests that read the audit log, which need
+//! the `portcullis` process, three port candidates are registered and the first one that
+//! binds is used.
 
 mod common;
 
@@ -19,10 +21,13 @@ use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use common::gateway::try_start_gateway;
-use common::idp::Idp;
+use common::gateway::{try_start_gateway, wait_for_readyz, GatewayListener};
+use common::idp::{Idp, IdpBuilder};
 use common::login::{random_hex, Browser, Hop, NAVIGATION_ACCEPT, SESSION_COOKIE};
-use common::{free_port, raw_request, wait_until, EchoUpstream, Echoed, Gateway, RawResponse};
+use common::{
+    free_port, raw_request, wait_until, EchoUpstream, Echoed, Gateway, GatewayAddr,
+    InProcessGateway, RawResponse,
+};
 
 // ----- users and routes ------------------------------------------------------------------
 
@@ -125,9 +130,10 @@ fn route_id(name: &str) -> String {
 
 // ----- the stack -----------------------------------------------------------------------
 
-struct Stack {
+/// The IdP, the upstreams and the gateway: in-process unless a test needs its log.
+struct Stack<G = InProcessGateway> {
     idp: Idp,
-    gateway: Gateway,
+    gateway: G,
     upstreams: BTreeMap<&'static str, EchoUpstream>,
     /// The gateway's client secret at the IdP (client `gateway`), for introspection.
     client_secret: String,
@@ -174,6 +180,26 @@ cookie_secure = false
     )
 }
 
+/// One echo upstream per route, named after it.
+async fn route_upstreams() -> BTreeMap<&'static str, EchoUpstream> {
+    let mut upstreams = BTreeMap::new();
+    for (name, _, _) in ROUTES {
+        upstreams.insert(*name, EchoUpstream::start_named(name).await);
+    }
+    upstreams
+}
+
+/// The IdP with [`users`] and the client `gateway` (`secret`) redirecting to `ports`.
+async fn start_idp(secret: &str, ports: &[u16]) -> Idp {
+    let mut idp: IdpBuilder = Idp::builder()
+        .users(&users())
+        .client("gateway", Some(secret));
+    for port in ports {
+        idp = idp.redirect_uri(format!("http://127.0.0.1:{port}/oauth2/callback"));
+    }
+    idp.start().await
+}
+
 impl Stack {
     async fn start() -> Stack {
         Self::start_with("").await
@@ -181,10 +207,35 @@ impl Stack {
 
     /// With extra `[oidc]` keys.
     async fn start_with(oidc_extra: &str) -> Stack {
-        let mut upstreams = BTreeMap::new();
-        for (name, _, _) in ROUTES {
-            upstreams.insert(*name, EchoUpstream::start_named(name).await);
+        let upstreams = route_upstreams().await;
+        let listener = GatewayListener::bind().await;
+        let secret = format!("client-secret-{}", random_hex(16));
+        let idp = start_idp(&secret, &[listener.port()]).await;
+        let toml = gateway_toml(
+            listener.port(),
+            idp.issuer(),
+            &secret,
+            oidc_extra,
+            &upstreams,
+        );
+        let gateway = InProcessGateway::builder(&toml)
+            .listener(listener)
+            .start()
+            .await;
+        wait_for_readyz(&gateway).await;
+        Stack {
+            idp,
+            gateway,
+            upstreams,
+            client_secret: secret,
         }
+    }
+}
+
+impl Stack<Gateway> {
+    /// The gateway as a `portcullis` process, for tests that read its log.
+    async fn start_process() -> Self {
+        let upstreams = route_upstreams().await;
         let mut ports = vec![free_port()];
         while ports.len() < 3 {
             let port = free_port();
@@ -193,15 +244,9 @@ impl Stack {
             }
         }
         let secret = format!("client-secret-{}", random_hex(16));
-        let mut idp = Idp::builder()
-            .users(&users())
-            .client("gateway", Some(&secret));
-        for port in &ports {
-            idp = idp.redirect_uri(format!("http://127.0.0.1:{port}/oauth2/callback"));
-        }
-        let idp = idp.start().await;
+        let idp = start_idp(&secret, &ports).await;
         for port in ports.iter().copied() {
-            let toml = gateway_toml(port, idp.issuer(), &secret, oidc_extra, &upstreams);
+            let toml = gateway_toml(port, idp.issuer(), &secret, "", &upstreams);
             if let Some(gateway) = try_start_gateway(&toml).await {
                 return Stack {
                     idp,
@@ -213,7 +258,9 @@ impl Stack {
         }
         panic!("none of the gateway ports {ports:?} could be bound");
     }
+}
 
+impl<G: GatewayAddr> Stack<G> {
     fn url(&self) -> String {
         self.gateway.url()
     }
@@ -353,7 +400,7 @@ fn form_encode(value: &str) -> String {
 /// upstream never sees the request, and the log has a `policy_deny` audit event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_matrix_by_rule_kind() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_process().await;
     let mut denied_probes: Vec<String> = Vec::new();
     let mut expected_denials: BTreeSet<(String, String)> = BTreeSet::new();
     let mut denial_count = 0usize;
@@ -658,7 +705,7 @@ enum Want {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_tricks_never_reach_the_admin_upstream() {
     use Want::{Login, Refused, Served};
-    let stack = Stack::start().await;
+    let stack = Stack::start_process().await;
     let addr = stack.gateway.addr();
     let absolute = format!("http://{addr}/public/../admin");
     let attempts: Vec<(&str, Want)> = vec![
