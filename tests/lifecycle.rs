@@ -1,7 +1,8 @@
-//! The session after login, through the real `portcullis` binary: refresh (single-flight,
-//! refused, IdP down), idle and absolute timeouts, sign-out (RP-initiated logout and RFC
-//! 7009 revocation), back-channel logout, API clients' own bearer JWTs, session-secret
-//! rotation and `/oauth2/userinfo`.
+//! The session after login: refresh (single-flight, refused, IdP down), idle and absolute
+//! timeouts, sign-out (RP-initiated logout and RFC 7009 revocation), back-channel logout,
+//! API clients' own bearer JWTs, session-secret rotation and `/oauth2/userinfo`. The
+//! gateway runs in-process, except for secret rotation, which sends the `portcullis`
+//! process SIGHUP and reads its log.
 //!
 //! Most tests run against the node test IdP (`tests/idp`, oidc-provider) with short token
 //! lifetimes, so they wait in real time (a few seconds). Tokens a correct IdP never sends —
@@ -1325,7 +1326,7 @@ async fn secret_rotation_keeps_old_sessions() {
         secrets: vec![secret_a.clone()],
         ..Default::default()
     };
-    let mut stack = LifecycleStack::start(settings.clone(), idp_with(None)).await;
+    let mut stack = LifecycleStack::start_process(settings.clone(), idp_with(None)).await;
     let browser = Browser::new();
     let login = browser.login(&stack.url(), "/start", ALICE).await;
     assert_session_alive(&stack.url(), &browser, ALICE).await;

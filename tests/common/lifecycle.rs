@@ -3,8 +3,8 @@
 //!
 //! - [`LifecycleStack`]: the node test IdP, an echo upstream and the gateway, with the
 //!   gateway's port chosen first so the IdP can be told its redirect, post-logout and
-//!   back-channel logout URIs (one `BACKCHANNEL_LOGOUT_URI` only, so on a port clash the
-//!   whole stack is started again on another port).
+//!   back-channel logout URIs; the gateway runs in-process, or as a process
+//!   ([`LifecycleStack::start_process`]) for the tests that signal it or read its log.
 //! - [`start_gateway_for`]: the gateway (same routes) in front of a [`MockIdp`] whose
 //!   signing key the test holds, so it can mint tokens that are valid except for exactly
 //!   one fault (wrong `aud`, expired, a `nonce` in a logout token, ...).
@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::gateway::{try_start_gateway, InProcessGateway};
+use super::gateway::{
+    try_start_gateway, wait_for_readyz, GatewayAddr, GatewayListener, InProcessGateway,
+};
 use super::idp::{Idp, IdpBuilder, DEFAULT_API_RESOURCE};
 use super::login::random_hex;
 use super::mock_idp::MockIdp;
@@ -112,40 +114,78 @@ upstream = "{upstream}"
 /// Paths the IdP accepts as post-logout redirect targets on the gateway.
 pub const POST_LOGOUT_PATHS: &[&str] = &["/", "/x", "/bye"];
 
-/// The node test IdP, an echo upstream and the gateway, wired together.
-pub struct LifecycleStack {
+/// The node test IdP, an echo upstream and the gateway (in-process unless a test needs the
+/// process: [`LifecycleStack::start_process`]), wired together.
+pub struct LifecycleStack<G = InProcessGateway> {
     idp: Option<Idp>,
     pub upstream: EchoUpstream,
-    pub gateway: Gateway,
+    pub gateway: G,
     pub port: u16,
     pub settings: GatewaySettings,
 }
 
+/// The node test IdP for a gateway on `port`: the gateway's client, its callback,
+/// post-logout URIs ([`POST_LOGOUT_PATHS`]) and back-channel logout URI, plus what
+/// `customize` adds to its environment (users, token lifetimes, ...).
+async fn start_idp(
+    port: u16,
+    settings: &GatewaySettings,
+    customize: &impl Fn(IdpBuilder) -> IdpBuilder,
+) -> Idp {
+    let gateway_url = format!("http://127.0.0.1:{port}");
+    let post_logout: Vec<String> = POST_LOGOUT_PATHS
+        .iter()
+        .map(|p| format!("{gateway_url}{p}"))
+        .collect();
+    let idp = Idp::builder()
+        .client(&settings.client_id, Some(&settings.client_secret))
+        .redirect_uri(format!("{gateway_url}/oauth2/callback"))
+        .env("POST_LOGOUT_REDIRECT_URIS", post_logout.join(","))
+        .env(
+            "BACKCHANNEL_LOGOUT_URI",
+            format!("{gateway_url}/oauth2/backchannel-logout"),
+        );
+    customize(idp).start().await
+}
+
 impl LifecycleStack {
-    /// The IdP gets the gateway's client, its callback, post-logout URIs
-    /// ([`POST_LOGOUT_PATHS`]) and back-channel logout URI; `customize` adds to its
-    /// environment (users, token lifetimes, ...).
+    /// The gateway in-process, on a listener bound before the IdP is told its URIs.
     pub async fn start(
+        settings: GatewaySettings,
+        customize: impl Fn(IdpBuilder) -> IdpBuilder,
+    ) -> Self {
+        let upstream = EchoUpstream::start().await;
+        let listener = GatewayListener::bind().await;
+        let port = listener.port();
+        let idp = start_idp(port, &settings, &customize).await;
+        let toml = gateway_toml(port, idp.issuer(), &upstream.url(), &settings);
+        let gateway = InProcessGateway::builder(&toml)
+            .listener(listener)
+            .start()
+            .await;
+        wait_for_readyz(&gateway).await;
+        LifecycleStack {
+            idp: Some(idp),
+            upstream,
+            gateway,
+            port,
+            settings,
+        }
+    }
+}
+
+impl LifecycleStack<Gateway> {
+    /// The gateway as a `portcullis` process (for signals and its log). Its port is chosen
+    /// before the IdP starts; the IdP takes one `BACKCHANNEL_LOGOUT_URI` only, so on a port
+    /// clash the whole stack is started again on another port.
+    pub async fn start_process(
         settings: GatewaySettings,
         customize: impl Fn(IdpBuilder) -> IdpBuilder,
     ) -> Self {
         let upstream = EchoUpstream::start().await;
         for _ in 0..3 {
             let port = free_port();
-            let gateway_url = format!("http://127.0.0.1:{port}");
-            let post_logout: Vec<String> = POST_LOGOUT_PATHS
-                .iter()
-                .map(|p| format!("{gateway_url}{p}"))
-                .collect();
-            let idp = Idp::builder()
-                .client(&settings.client_id, Some(&settings.client_secret))
-                .redirect_uri(format!("{gateway_url}/oauth2/callback"))
-                .env("POST_LOGOUT_REDIRECT_URIS", post_logout.join(","))
-                .env(
-                    "BACKCHANNEL_LOGOUT_URI",
-                    format!("{gateway_url}/oauth2/backchannel-logout"),
-                );
-            let idp = customize(idp).start().await;
+            let idp = start_idp(port, &settings, &customize).await;
             let toml = gateway_toml(port, idp.issuer(), &upstream.url(), &settings);
             if let Some(gateway) = try_start_gateway(&toml).await {
                 return LifecycleStack {
@@ -158,23 +198,6 @@ impl LifecycleStack {
             }
         }
         panic!("three gateway ports in a row were taken before the gateway bound them");
-    }
-
-    pub fn idp(&self) -> &Idp {
-        self.idp.as_ref().expect("the IdP was stopped")
-    }
-
-    /// Kills the IdP: from now on the gateway cannot reach it.
-    pub fn stop_idp(&mut self) {
-        self.idp = None;
-    }
-
-    pub fn url(&self) -> String {
-        self.gateway.url()
-    }
-
-    pub fn url_for(&self, path: &str) -> String {
-        self.gateway.url_for(path)
     }
 
     /// Kills the gateway (SIGKILL) and starts it again on the same port with `settings`.
@@ -222,6 +245,25 @@ impl LifecycleStack {
         })
         .await;
         self.settings = settings;
+    }
+}
+
+impl<G: GatewayAddr> LifecycleStack<G> {
+    pub fn idp(&self) -> &Idp {
+        self.idp.as_ref().expect("the IdP was stopped")
+    }
+
+    /// Kills the IdP: from now on the gateway cannot reach it.
+    pub fn stop_idp(&mut self) {
+        self.idp = None;
+    }
+
+    pub fn url(&self) -> String {
+        self.gateway.url()
+    }
+
+    pub fn url_for(&self, path: &str) -> String {
+        self.gateway.url_for(path)
     }
 
     /// `GET /__test/stats` → `token_requests.refresh_token`.
@@ -297,6 +339,6 @@ pub async fn start_gateway_for(
         settings,
     ))
     .await;
-    super::gateway::wait_for_readyz(&gateway).await;
+    wait_for_readyz(&gateway).await;
     gateway
 }
