@@ -1,13 +1,13 @@
-//! Login through the real `portcullis` binary: the OAuth 2.0 Authorization Code flow with
-//! PKCE and OpenID Connect against the node test IdP (`tests/idp`, oidc-provider), driven
-//! hop by hop by a browser-like client (`tests/common/login.rs`), plus an in-process mock
-//! IdP (`tests/common/mock_idp.rs`) for ID tokens a real IdP never sends, and one test
-//! in headless Chromium.
+//! Login: the OAuth 2.0 Authorization Code flow with PKCE and OpenID Connect against the
+//! node test IdP (`tests/idp`, oidc-provider), driven hop by hop by a browser-like client
+//! (`tests/common/login.rs`), plus the in-process mock IdP (`tests/common/mock_idp`) for ID
+//! tokens a real IdP never sends, and one test in headless Chromium.
 //!
 //! Every test starts its own IdP, echo upstream and gateway on loopback ports chosen at
-//! run time. The IdP must know the gateway's redirect URI before it starts, so the gateway
-//! port is picked first (three candidates are registered, in case one is taken before
-//! the gateway binds it).
+//! run time. The gateway runs in-process, on a listener bound before the IdP is told its
+//! redirect URI; tests that read the gateway's log or restart it use the `portcullis`
+//! process, whose port is picked first (three candidates are registered, in case one is
+//! taken before the gateway binds it).
 
 mod common;
 
@@ -19,14 +19,17 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use url::Url;
 
-use common::gateway::{try_start_gateway, wait_for_readyz};
+use common::gateway::{try_start_gateway, wait_for_readyz, GatewayListener};
 use common::idp::{Idp, IdpBuilder};
 use common::login::{
     flip_char, query_param, random_hex, with_query_param, Browser, CompletedLogin, Hop, IdpPage,
     IdpStep, LOGIN_COOKIE_PREFIX, SESSION_COOKIE,
 };
 use common::mock_idp::{ClientAuth, IdTokenFault, MockIdp};
-use common::{free_port, spawn_and_wait_for_line, EchoUpstream, Echoed, Gateway};
+use common::{
+    free_port, spawn_and_wait_for_line, EchoUpstream, Echoed, Gateway, GatewayAddr,
+    InProcessGateway,
+};
 
 const ALICE: &str = "alice";
 const ALICE_EMAIL: &str = "alice@corp.test";
@@ -134,11 +137,12 @@ fn callback_uri(port: u16) -> String {
 
 // ----- the stack under test -------------------------------------------------------------
 
-/// The node test IdP, an echo upstream and the gateway, wired together.
-struct Stack {
+/// The node test IdP, an echo upstream and the gateway (in-process unless a test needs
+/// the process), wired together.
+struct Stack<G = InProcessGateway> {
     idp: Idp,
     upstream: EchoUpstream,
-    gateway: Gateway,
+    gateway: G,
     port: u16,
     /// The gateway's client at the IdP (id, secret; `None`: public), for introspection.
     client_id: String,
@@ -162,6 +166,50 @@ impl Stack {
         customize: impl FnOnce(IdpBuilder) -> IdpBuilder,
     ) -> Self {
         let upstream = EchoUpstream::start().await;
+        let listener = GatewayListener::bind().await;
+        let port = listener.port();
+        let idp = start_idp(&options, &[port], customize).await;
+        let gateway = InProcessGateway::builder(&Self::toml(port, &idp, &upstream, &options))
+            .listener(listener)
+            .start()
+            .await;
+        wait_for_readyz(&gateway).await;
+        Stack {
+            idp,
+            upstream,
+            gateway,
+            port,
+            client_id: options.client_id.clone(),
+            client_secret: options.client_secret.clone(),
+        }
+    }
+}
+
+/// The node test IdP with `users()` and the gateway's client (id, secret), redirecting to
+/// the gateway on any of `ports`; `customize` can add to or override its environment.
+async fn start_idp(
+    options: &GatewayOptions,
+    ports: &[u16],
+    customize: impl FnOnce(IdpBuilder) -> IdpBuilder,
+) -> Idp {
+    let mut idp = Idp::builder()
+        .users(&users())
+        .client(&options.client_id, options.client_secret.as_deref());
+    let mut post_logout = Vec::new();
+    for port in ports {
+        idp = idp.redirect_uri(callback_uri(*port));
+        for path in SIGN_OUT_RETURN_PATHS {
+            post_logout.push(format!("http://127.0.0.1:{port}{path}"));
+        }
+    }
+    idp = idp.env("POST_LOGOUT_REDIRECT_URIS", post_logout.join(","));
+    customize(idp).start().await
+}
+
+impl Stack<Gateway> {
+    /// The gateway as a `portcullis` process (for its log, or to kill and restart it).
+    async fn start_process(options: GatewayOptions) -> Self {
+        let upstream = EchoUpstream::start().await;
         let mut ports = vec![free_port()];
         while ports.len() < 3 {
             let port = free_port();
@@ -169,18 +217,7 @@ impl Stack {
                 ports.push(port);
             }
         }
-        let mut idp = Idp::builder()
-            .users(&users())
-            .client(&options.client_id, options.client_secret.as_deref());
-        let mut post_logout = Vec::new();
-        for port in &ports {
-            idp = idp.redirect_uri(callback_uri(*port));
-            for path in SIGN_OUT_RETURN_PATHS {
-                post_logout.push(format!("http://127.0.0.1:{port}{path}"));
-            }
-        }
-        idp = idp.env("POST_LOGOUT_REDIRECT_URIS", post_logout.join(","));
-        let idp = customize(idp).start().await;
+        let idp = start_idp(&options, &ports, |idp| idp).await;
         for port in ports.iter().copied() {
             let toml = Self::toml(port, &idp, &upstream, &options);
             if let Some(gateway) = try_start_gateway(&toml).await {
@@ -197,17 +234,6 @@ impl Stack {
         panic!("none of the gateway ports {ports:?} could be bound");
     }
 
-    fn toml(port: u16, idp: &Idp, upstream: &EchoUpstream, options: &GatewayOptions) -> String {
-        let listen = format!("127.0.0.1:{port}");
-        gateway_toml(
-            &listen,
-            &format!("http://{listen}"),
-            idp.issuer(),
-            &upstream.url(),
-            options,
-        )
-    }
-
     /// Kills the gateway and starts a new one on the same port with `options` (sessions in
     /// the memory store are gone; login cookies are in the browser and survive).
     async fn restart_gateway(&mut self, options: &GatewayOptions) {
@@ -220,6 +246,19 @@ impl Stack {
         self.gateway = try_start_gateway(&toml)
             .await
             .unwrap_or_else(|| panic!("port {} was taken during the restart", self.port));
+    }
+}
+
+impl<G: GatewayAddr> Stack<G> {
+    fn toml(port: u16, idp: &Idp, upstream: &EchoUpstream, options: &GatewayOptions) -> String {
+        let listen = format!("127.0.0.1:{port}");
+        gateway_toml(
+            &listen,
+            &format!("http://{listen}"),
+            idp.issuer(),
+            &upstream.url(),
+            options,
+        )
     }
 
     fn url(&self) -> String {
@@ -244,11 +283,22 @@ impl Stack {
     }
 }
 
-/// The mock IdP, an echo upstream and the gateway.
-struct MockStack {
+/// The mock IdP, an echo upstream and the gateway (in-process unless a test needs the
+/// process). The mock accepts any redirect URI, so the harness can pick the port itself.
+struct MockStack<G = InProcessGateway> {
     idp: MockIdp,
     upstream: EchoUpstream,
-    gateway: Gateway,
+    gateway: G,
+}
+
+fn mock_toml(idp: &MockIdp, upstream: &EchoUpstream, options: &GatewayOptions) -> String {
+    gateway_toml(
+        "@LISTEN@",
+        "@PUBLIC_URL@",
+        idp.issuer(),
+        &upstream.url(),
+        options,
+    )
 }
 
 impl MockStack {
@@ -258,15 +308,7 @@ impl MockStack {
 
     async fn start_with(idp: MockIdp, options: GatewayOptions) -> Self {
         let upstream = EchoUpstream::start().await;
-        // The mock accepts any redirect URI, so the harness can pick the port itself.
-        let toml = gateway_toml(
-            "@LISTEN@",
-            "@PUBLIC_URL@",
-            idp.issuer(),
-            &upstream.url(),
-            &options,
-        );
-        let gateway = Gateway::start(&toml).await;
+        let gateway = InProcessGateway::start(&mock_toml(&idp, &upstream, &options)).await;
         wait_for_readyz(&gateway).await;
         MockStack {
             idp,
@@ -274,7 +316,24 @@ impl MockStack {
             gateway,
         }
     }
+}
 
+impl MockStack<Gateway> {
+    /// The gateway as a `portcullis` process, for its log.
+    async fn start_process(options: GatewayOptions) -> Self {
+        let idp = MockIdp::start().await;
+        let upstream = EchoUpstream::start().await;
+        let gateway = Gateway::start(&mock_toml(&idp, &upstream, &options)).await;
+        wait_for_readyz(&gateway).await;
+        MockStack {
+            idp,
+            upstream,
+            gateway,
+        }
+    }
+}
+
+impl<G: GatewayAddr> MockStack<G> {
     /// Navigates to `path`, passes the mock's authorization endpoint (no pages) and loads
     /// the callback; returns the callback's response.
     async fn login_attempt(&self, browser: &Browser, path: &str) -> Hop {
@@ -291,7 +350,7 @@ impl MockStack {
 /// The upstream saw alice: a Bearer access token that is live at the IdP (introspection:
 /// active, sub = alice, issued to the gateway's client) and her identity headers. Returns
 /// the token.
-async fn assert_upstream_saw_alice(stack: &Stack, echo: &Echoed) -> String {
+async fn assert_upstream_saw_alice(stack: &Stack<impl GatewayAddr>, echo: &Echoed) -> String {
     let authorization = echo
         .header("authorization")
         .expect("the upstream got no Authorization header");
@@ -307,7 +366,12 @@ async fn assert_upstream_saw_alice(stack: &Stack, echo: &Echoed) -> String {
 
 /// A callback the gateway refused: `status`, an HTML page that must not leak the URL
 /// through Referer, no session cookie, and the browser has no session afterwards.
-async fn assert_login_refused(gateway: &Gateway, browser: &Browser, hop: &Hop, status: u16) {
+async fn assert_login_refused(
+    gateway: &impl GatewayAddr,
+    browser: &Browser,
+    hop: &Hop,
+    status: u16,
+) {
     assert_eq!(hop.status.as_u16(), status, "callback\n{hop}");
     let content_type = hop.header("content-type").unwrap_or_default();
     assert!(
@@ -323,7 +387,7 @@ async fn assert_login_refused(gateway: &Gateway, browser: &Browser, hop: &Hop, s
 }
 
 /// `/oauth2/userinfo` says 401 for this browser.
-async fn assert_no_session(gateway: &Gateway, browser: &Browser) {
+async fn assert_no_session(gateway: &impl GatewayAddr, browser: &Browser) {
     let me = browser.api_get(&gateway.url_for("/oauth2/userinfo")).await;
     assert_eq!(
         me.status,
@@ -334,7 +398,11 @@ async fn assert_no_session(gateway: &Gateway, browser: &Browser) {
 
 /// No session: an API request gets 401 + `WWW-Authenticate: Bearer` + JSON, a browser
 /// navigation is sent to log in; neither reaches the upstream.
-async fn assert_not_a_session(gateway: &Gateway, upstream: &EchoUpstream, browser: &Browser) {
+async fn assert_not_a_session(
+    gateway: &impl GatewayAddr,
+    upstream: &EchoUpstream,
+    browser: &Browser,
+) {
     let before = upstream.received().len();
     let api = browser.api_get(&gateway.url_for("/api/data")).await;
     assert_unauthorized_json(&api);
@@ -661,7 +729,7 @@ async fn public_client_sends_no_secret() {
 /// Begins a login and signs in at the IdP; returns the login and the IdP's redirect to
 /// the callback (not loaded).
 async fn login_up_to_callback(
-    stack: &Stack,
+    stack: &Stack<impl GatewayAddr>,
     browser: &Browser,
     path: &str,
 ) -> (common::login::StartedLogin, Url) {
@@ -1021,7 +1089,7 @@ async fn cookie_from_a_different_secret_is_not_a_session() {
         &stack.upstream.url(),
         &other_options,
     );
-    let gateway_b = Gateway::start(&toml).await;
+    let gateway_b = InProcessGateway::start(&toml).await;
     wait_for_readyz(&gateway_b).await;
     assert_not_a_session(&gateway_b, &stack.upstream, &browser).await;
     assert_no_session(&gateway_b, &browser).await;
@@ -1260,7 +1328,7 @@ async fn secrets_never_logged() {
         ..GatewayOptions::default()
     };
     let client_secret = options.client_secret.clone().unwrap();
-    let stack = Stack::with_options(options).await;
+    let stack = Stack::start_process(options).await;
     let browser = Browser::new();
     let login = stack.login(&browser, "/logs/check?x=1").await;
     let access_token = assert_upstream_saw_alice(&stack, &login.landing.echo()).await;
@@ -1329,7 +1397,7 @@ async fn tokens_from_the_token_endpoint_never_logged() {
         ..GatewayOptions::default()
     };
     let client_secret = options.client_secret.clone().unwrap();
-    let stack = MockStack::start(options).await;
+    let stack = MockStack::start_process(options).await;
     let browser = Browser::new();
     let callback = stack.login_attempt(&browser, "/logs").await;
     assert_eq!(callback.status, StatusCode::FOUND, "{callback}");
@@ -1444,7 +1512,7 @@ async fn session_secret_rotation_keeps_logins_in_flight() {
         secrets: vec![b],
         ..only_a.clone()
     };
-    let mut stack = Stack::with_options(only_a).await;
+    let mut stack = Stack::start_process(only_a).await;
     let browser = Browser::new();
 
     // Two logins begun under [A], both signed in at the IdP.
