@@ -25,14 +25,14 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use url::Url;
 
-use common::gateway::{try_start_gateway, wait_for_readyz};
+use common::gateway::{try_start_gateway, wait_for_readyz, GatewayListener};
 use common::idp::{write_client_key, ClientKeyKind, Idp, IdpBuilder, DEFAULT_API_RESOURCE};
 use common::login::{query_param, random_hex, Browser, Hop, IdpStep, SESSION_COOKIE};
 use common::mock_idp::{
     jwt_parts, mint_jwt, mock_user_claims, unix_now, IdTokenFault, MockIdp, MockUserinfo, Signer,
     SigningKey, MOCK_SUB,
 };
-use common::{bin, free_port, EchoUpstream, Gateway};
+use common::{bin, free_port, EchoUpstream, Gateway, GatewayAddr, InProcessGateway};
 
 const CLIENT_ID: &str = "gateway";
 const ALICE: &str = "alice";
@@ -156,22 +156,36 @@ fn client_auth_toml(auth: ClientAuth, secret: &str, key_file: Option<&Path>) -> 
     }
 }
 
-struct Stack {
+/// The node IdP, an echo upstream and the gateway (in-process unless a test needs the
+/// process).
+struct Stack<G = InProcessGateway> {
     idp: Idp,
     upstream: EchoUpstream,
-    gateway: Gateway,
+    gateway: G,
     /// The secret the IdP registered for the gateway's client (SecretBasic / SecretPost).
     client_secret: String,
     /// Holds the client key file.
     _keys: tempfile::TempDir,
 }
 
-impl Stack {
+/// Everything of a [`Stack`] but the gateway, and the gateway's config for a port.
+struct StackParts {
+    idp: Idp,
+    upstream: EchoUpstream,
+    client_secret: String,
+    keys: tempfile::TempDir,
+    config: Box<dyn Fn(u16) -> String>,
+}
+
+impl StackParts {
     /// The node IdP (alice's claims from [`users`], short access tokens, the gateway's
-    /// client as `options.auth` says, the introspecting second client; `customize` adds
-    /// knobs) and the gateway in front of an echo upstream. Three gateway ports are
-    /// registered at the IdP in case one is taken before the gateway binds it.
-    async fn start(options: Options, customize: impl FnOnce(IdpBuilder) -> IdpBuilder) -> Stack {
+    /// client as `options.auth` says, redirecting to a gateway on any of `ports`, the
+    /// introspecting second client; `customize` adds knobs) and an echo upstream.
+    async fn start(
+        options: Options,
+        customize: impl FnOnce(IdpBuilder) -> IdpBuilder,
+        ports: &[u16],
+    ) -> Self {
         let upstream = EchoUpstream::start().await;
         let keys = tempfile::tempdir().expect("tempdir");
         let key_file = match options.auth {
@@ -179,13 +193,6 @@ impl Stack {
             _ => None,
         };
         let client_secret = format!("client-secret-{}", random_hex(16));
-        let mut ports = vec![free_port()];
-        while ports.len() < 3 {
-            let port = free_port();
-            if !ports.contains(&port) {
-                ports.push(port);
-            }
-        }
         let mut idp = Idp::builder()
             .users(&users())
             .env("ACCESS_TOKEN_TTL", ACCESS_TTL.to_string())
@@ -205,7 +212,7 @@ impl Stack {
             idp = idp.env("CLIENT_KEY_ID", kid);
         }
         let mut post_logout = Vec::new();
-        for port in &ports {
+        for port in ports {
             idp = idp.redirect_uri(format!("http://127.0.0.1:{port}/oauth2/callback"));
             post_logout.push(format!("http://127.0.0.1:{port}{SIGN_OUT_RETURN}"));
         }
@@ -225,8 +232,10 @@ impl Stack {
         if let Some(kid) = options.client_key_id {
             auth.push_str(&format!("client_key_id = \"{kid}\"\n"));
         }
-        for &port in &ports {
-            let toml = format!(
+        let issuer = idp.issuer().to_string();
+        let upstream_url = upstream.url();
+        let config = move |port: u16| {
+            format!(
                 r#"[server]
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
@@ -248,23 +257,73 @@ cookie_secure = false
 refresh_before = "{REFRESH_BEFORE}s"
 
 {routes}"#,
-                issuer = idp.issuer(),
+                issuer = issuer,
                 session_secret = random_hex(32),
-                routes = routes_toml(&upstream.url()),
-            );
-            if let Some(gateway) = try_start_gateway(&toml).await {
-                return Stack {
-                    idp,
-                    upstream,
-                    gateway,
-                    client_secret,
-                    _keys: keys,
-                };
+                routes = routes_toml(&upstream_url),
+            )
+        };
+        StackParts {
+            idp,
+            upstream,
+            client_secret,
+            keys,
+            config: Box::new(config),
+        }
+    }
+
+    fn with<G>(self, gateway: G) -> Stack<G> {
+        Stack {
+            idp: self.idp,
+            upstream: self.upstream,
+            gateway,
+            client_secret: self.client_secret,
+            _keys: self.keys,
+        }
+    }
+}
+
+impl Stack {
+    /// The stack of [`StackParts::start`] with the gateway in-process, on a listener bound
+    /// before the IdP is told its redirect URI.
+    async fn start(options: Options, customize: impl FnOnce(IdpBuilder) -> IdpBuilder) -> Stack {
+        let listener = GatewayListener::bind().await;
+        let port = listener.port();
+        let parts = StackParts::start(options, customize, &[port]).await;
+        let gateway = InProcessGateway::builder(&(parts.config)(port))
+            .listener(listener)
+            .start()
+            .await;
+        wait_for_readyz(&gateway).await;
+        parts.with(gateway)
+    }
+}
+
+impl Stack<Gateway> {
+    /// The stack of [`StackParts::start`] with the gateway as a `portcullis` process, for
+    /// tests that read its log. Three gateway ports are registered at the IdP in case one
+    /// is taken before the gateway binds it.
+    async fn start_process(
+        options: Options,
+        customize: impl FnOnce(IdpBuilder) -> IdpBuilder,
+    ) -> Self {
+        let mut ports = vec![free_port()];
+        while ports.len() < 3 {
+            let port = free_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let parts = StackParts::start(options, customize, &ports).await;
+        for &port in &ports {
+            if let Some(gateway) = try_start_gateway(&(parts.config)(port)).await {
+                return parts.with(gateway);
             }
         }
         panic!("none of the gateway ports {ports:?} could be bound");
     }
+}
 
+impl<G: GatewayAddr> Stack<G> {
     fn url(&self) -> String {
         self.gateway.url()
     }
@@ -1234,7 +1293,7 @@ async fn refreshed_id_token_that_fails_validation_keeps_the_new_tokens() {
 /// gateway has never seen (so it must refetch the JWKS at once), and the session goes on
 /// as if nothing happened.
 async fn assert_session_survives_key_rotation(keep_old: bool) {
-    let stack = Stack::start(Options::default(), |idp| idp).await;
+    let stack = Stack::start_process(Options::default(), |idp| idp).await;
     let browser = Browser::new();
     let mut session = stack.login(&browser).await;
     let again = browser.navigate(&stack.url_for("/before-rotation")).await;
@@ -1338,7 +1397,7 @@ struct AuthorizationCode {
 }
 
 impl AuthorizationCode {
-    async fn obtain(stack: &Stack, resource: &str) -> Self {
+    async fn obtain(stack: &Stack<impl GatewayAddr>, resource: &str) -> Self {
         let discovery = stack.idp.discovery().await;
         let verifier = random_hex(32);
         let challenge = base64_url(
@@ -1370,7 +1429,7 @@ impl AuthorizationCode {
     }
 
     /// The real access token (a JWT for the resource) from the IdP's token endpoint.
-    async fn exchange(self, stack: &Stack) -> String {
+    async fn exchange(self, stack: &Stack<impl GatewayAddr>) -> String {
         let discovery = stack.idp.discovery().await;
         let resp = common::client()
             .post(discovery["token_endpoint"].as_str().unwrap())
@@ -1412,7 +1471,7 @@ async fn bearer_get(client: &reqwest::Client, url: &str, token: &str) -> (Status
 
 /// Sends `count` JWTs that look like the IdP's access tokens but carry random `kid`s (and
 /// a signature by a key the IdP never had), `concurrency` at a time; each must get 401.
-async fn flood_with_random_kids(stack: &Stack, count: usize, concurrency: usize) {
+async fn flood_with_random_kids(stack: &Stack<impl GatewayAddr>, count: usize, concurrency: usize) {
     let key = SigningKey::rsa("forger");
     let client = common::client();
     let url = stack.url_for("/api/orders");
