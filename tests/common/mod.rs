@@ -13,6 +13,8 @@
 //! - [`http`] has a reqwest client factory and a raw HTTP/1.1 client that sends the
 //!   request-target byte for byte (reqwest/url would normalize `/a/../b` before sending).
 //! - [`tls`] generates self-signed certificates with rcgen.
+//! - [`redis`] starts real `redis-server` / `redis-sentinel` processes (standalone, a
+//!   3-master cluster, a sentinel setup), kills and restarts them, dumps every key.
 //!
 //! Each test binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
@@ -25,6 +27,7 @@ pub mod login;
 pub mod mock_idp;
 pub mod nginx;
 pub mod process;
+pub mod redis;
 pub mod security;
 pub mod security_h2;
 pub mod security_issuer;

@@ -143,6 +143,14 @@ pub(super) async fn handle(
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body).into_owned();
+            if params(&text).get("grant_type").map(String::as_str) == Some("refresh_token") {
+                state.refresh_arrivals.fetch_add(1, Ordering::SeqCst);
+                let delay = state.refresh_delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
+            }
             token(
                 &state,
                 authorization.as_deref(),

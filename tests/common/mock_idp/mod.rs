@@ -24,7 +24,8 @@
 //!   advertised method), the code, the `redirect_uri` and the PKCE verifier (S256) — or,
 //!   for `grant_type=refresh_token`, that the refresh token is one it issued and has not
 //!   been used (rotation: a used one is `invalid_grant`, counted in
-//!   [`MockIdp::refresh_replays`]) — then returns an access token (`expires_in` 300 s, or
+//!   [`MockIdp::refresh_replays`]; a refresh waits [`MockIdp::set_refresh_delay`] first) —
+//!   then returns an access token (`expires_in` 300 s, or
 //!   [`MockIdp::set_access_token_ttl`]), a new refresh token and an ID token (faulty as set
 //!   with [`MockIdp::set_fault`], also after a refresh); every response is recorded
 //!   ([`MockIdp::issued`]);
@@ -193,6 +194,10 @@ struct State {
     refresh_replays: AtomicUsize,
     /// `expires_in` of access tokens, seconds.
     access_ttl: AtomicU64,
+    /// How long `POST /token` with `grant_type=refresh_token` waits before answering.
+    refresh_delay_ms: AtomicU64,
+    /// `grant_type=refresh_token` requests that arrived (counted before the delay).
+    refresh_arrivals: AtomicUsize,
 }
 
 impl State {
@@ -272,6 +277,8 @@ impl MockIdpBuilder {
             refresh_requests: AtomicUsize::new(0),
             refresh_replays: AtomicUsize::new(0),
             access_ttl: AtomicU64::new(300),
+            refresh_delay_ms: AtomicU64::new(0),
+            refresh_arrivals: AtomicUsize::new(0),
         });
         let accept_state = state.clone();
         let accept_task = super::http::serve(listener, move |req| {
@@ -355,7 +362,21 @@ impl MockIdp {
         self.state.access_ttl.store(seconds, Ordering::SeqCst);
     }
 
+    /// From now on, `grant_type=refresh_token` requests wait this long at the token
+    /// endpoint before they are answered (default none; logins are never delayed).
+    pub fn set_refresh_delay(&self, delay: std::time::Duration) {
+        self.state
+            .refresh_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     // ----- what happened -----
+
+    /// `grant_type=refresh_token` requests that reached the token endpoint so far,
+    /// counted on arrival (before [`MockIdp::set_refresh_delay`]'s wait), valid or not.
+    pub fn refresh_arrivals(&self) -> usize {
+        self.state.refresh_arrivals.load(Ordering::SeqCst)
+    }
 
     /// `POST /token` requests so far (valid or not).
     pub fn token_requests(&self) -> usize {
