@@ -60,164 +60,19 @@ PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 BODY="hello from upstream"
 
-die() { echo "proxy.sh: error: $*" >&2; exit 1; }
-note() { echo "proxy.sh: $*" >&2; }
+BENCH_NAME=proxy.sh
+# shellcheck source=bench/lib.sh
+. "$SELF_DIR/lib.sh"
 
-# ---------------------------------------------------------------- tools
-NGINX=$(command -v nginx || true)
-[[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
-WRK=$(command -v wrk || true)
-missing=()
-[[ -n $NGINX ]] || missing+=(nginx)
-[[ -n $WRK ]] || missing+=(wrk)
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-    echo "proxy.sh: missing: ${missing[*]}. Install them with: apt-get install ${missing[*]}" >&2
-    exit 1
-fi
-
-# ---------------------------------------------------------------- pinning
-PIN=1
-if [[ ${BENCH_UNPINNED:-0} == 1 ]]; then
-    PIN=0
-elif ! command -v taskset >/dev/null; then
-    note "taskset not found (util-linux); running unpinned"
-    PIN=0
-elif ! taskset -c "$PROXY_CPU" true 2>/dev/null || ! taskset -c "$LOAD_CPU" true 2>/dev/null \
-    || [[ $PROXY_CPU == "$LOAD_CPU" ]]; then
-    note "cannot pin to CPUs $PROXY_CPU and $LOAD_CPU (need two distinct usable cores); running unpinned"
-    PIN=0
-fi
-# Command prefixes (arrays, not functions, so `$!` is the pid of the real process:
-# taskset and env exec what they run).
-PROXY_PIN=(); LOAD_PIN=()
-if ((PIN)); then PROXY_PIN=(taskset -c "$PROXY_CPU"); LOAD_PIN=(taskset -c "$LOAD_CPU"); fi
-
-# ---------------------------------------------------------------- cleanup
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
-        note "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# On a fatal error, show the tail of a process's log before the temp dir goes away.
-show_log() { [[ -f $1 ]] && { echo "--- last lines of $1:" >&2; tail -n 20 "$1" >&2; }; return 0; }
-
-# ---------------------------------------------------------------- build
-if [[ -n ${PORTCULLIS_BIN:-} ]]; then
-    [[ -x $PORTCULLIS_BIN ]] || die "PORTCULLIS_BIN=$PORTCULLIS_BIN is not an executable file"
-    BIN=$PORTCULLIS_BIN
-else
-    note "building: cargo build --release --locked"
-    (cd "$ROOT" && cargo build --release --locked) || die "cargo build failed"
-    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis
-    [[ $BIN == /* ]] || BIN=$ROOT/$BIN
-    [[ -x $BIN ]] || die "no binary at $BIN after the build"
-fi
-
-# ---------------------------------------------------------------- ports
-# A port nobody listens on, outside the kernel's ephemeral range (so wrk's and the
-# proxies' outgoing connections cannot be sitting on it) and not handed out before.
-read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || { EPH_LO=32768; EPH_HI=60999; }
-USED_PORTS=" "
-free_port() {
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 12000))
-        ((p >= EPH_LO && p <= EPH_HI)) && continue
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
-        if command -v ss >/dev/null && [[ -n $(ss -Htan "sport = :$p" 2>/dev/null) ]]; then continue; fi
-        USED_PORTS+="$p "
-        echo "$p"
-        return 0
-    done
-    die "no free port found"
-}
-UP_PORT=$(free_port); USED_PORTS+="$UP_PORT "
-NGX_PORT=$(free_port); USED_PORTS+="$NGX_PORT "
-PC_PORT=$(free_port); USED_PORTS+="$PC_PORT "
+require_tools nginx wrk curl
+bench_init
+build_release
+take_port UP_PORT
+take_port NGX_PORT
+take_port PC_PORT
 
 # ---------------------------------------------------------------- nginx instances
-# Common part of both nginx configs: everything inside the prefix dir, no logs, no
-# default paths under /var. `user` only matters (and is only accepted) as root.
-nginx_conf() { # dir workers server-block
-    local dir=$1 workers=$2 server=$3 user_line=""
-    ((EUID == 0)) && user_line="user root;"
-    mkdir -p "$dir/logs" "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-$user_line
-daemon off;
-master_process on;
-worker_processes $workers;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-$server
-}
-EOF
-}
-
-start_nginx() { # name dir cpu-prefix...
-    local name=$1 dir=$2
-    shift 2
-    "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
-        || { show_log "$dir/logs/error.log"; die "$name: nginx rejected its config"; }
-    "$@" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
-        >"$dir/logs/stdout.log" 2>&1 &
-    PIDS+=($!)
-    eval "${name}_PID=$!"
-}
-
-# wait_body name pid url expected: bounded wait until url answers 200 with the body.
-wait_body() {
-    local name=$1 pid=$2 url=$3 want=$4 got="" i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if got=$(curl -sf --max-time 2 "$url" 2>/dev/null) && [[ $got == "$want" ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    note "$name: $url did not answer ${want@Q} within 10 s (last answer: ${got@Q})"
-    return 1
-}
-
-UP_DIR=$TMP/upstream
-nginx_conf "$UP_DIR" 1 "    server {
-        listen 127.0.0.1:$UP_PORT;
-        location / { return 200 \"$BODY\\n\"; }
-    }"
-start_nginx UP "$UP_DIR" "${LOAD_PIN[@]}"
-wait_body upstream "$UP_PID" "http://127.0.0.1:$UP_PORT/" "$BODY" \
-    || { show_log "$UP_DIR/logs/error.log"; die "upstream nginx did not start"; }
+start_upstream "$UP_PORT" "$BODY" "${LOAD_PIN[@]}"
 
 NGX_DIR=$TMP/nginx-proxy
 nginx_conf "$NGX_DIR" "$PROXY_THREADS" "    upstream upstream {
@@ -255,12 +110,7 @@ EOF
     "$BIN" run --config "$PC_CONF" >"$PC_LOG" 2>&1 &
 PIDS+=($!)
 PC_PID=$!
-for ((i = 0; ; i++)); do
-    kill -0 "$PC_PID" 2>/dev/null || { show_log "$PC_LOG"; die "portcullis exited during start-up"; }
-    curl -sf --max-time 2 "http://127.0.0.1:$PC_PORT/healthz" >/dev/null 2>&1 && break
-    ((i < 100)) || { show_log "$PC_LOG"; die "portcullis /healthz did not answer within 10 s"; }
-    sleep 0.1
-done
+wait_http portcullis "$PC_PID" "http://127.0.0.1:$PC_PORT/healthz" "$PC_LOG"
 wait_body portcullis "$PC_PID" "http://127.0.0.1:$PC_PORT/" "$BODY" \
     || { show_log "$PC_LOG"; die "portcullis does not proxy to the upstream"; }
 
@@ -286,71 +136,6 @@ fi
 echo
 
 # ---------------------------------------------------------------- measuring
-# Per-core busy ticks from /proc/stat: "user nice system idle iowait irq softirq steal".
-cpu_ticks() { # cpu -> "busy total"
-    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
-}
-busy_pct() { # before after -> percent
-    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        dt = y[2] - x[2]; printf "%.0f", (dt > 0 ? 100 * (y[1] - x[1]) / dt : 0) }'
-}
-# CPU time (user + system, in clock ticks) used so far by a process and its children
-# processes' own (not reaped) ticks: for nginx, pass the master's pid; its workers are
-# added. All threads of a process are included (portcullis's runtime and accept threads).
-CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-proc_ticks() { # pid -> ticks
-    local pid total=0 t
-    for pid in "$1" $(pgrep -P "$1" || true); do
-        t=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || t=0
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
-}
-# wrk latency value with unit (us, ms, s, m) -> milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-        else if (u != "ms") { print "?"; exit 1 }
-        printf "%.2f", n }'
-}
-
-# run_wrk label url pid -> sets R_RPS R_P50 R_P99 R_C0 R_C1 R_US (CPU microseconds per
-# request used by process pid, the one serving url); exits 1 on non-2xx/no requests.
-run_wrk() {
-    local label=$1 url=$2 pid=$3 out before0 before1 ticks0 non2xx sockerr requests
-    "${LOAD_PIN[@]}" "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url" >"$TMP/warmup.out" 2>&1 \
-        || { cat "$TMP/warmup.out" >&2; die "$label: wrk warm-up failed"; }
-    if non2xx=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$TMP/warmup.out"); then
-        die "$label: warm-up got ${non2xx#*: } non-2xx/3xx responses from $url"
-    fi
-    out=$TMP/$label.out
-    before0=$(cpu_ticks "$PROXY_CPU"); before1=$(cpu_ticks "$LOAD_CPU"); ticks0=$(proc_ticks "$pid")
-    "${LOAD_PIN[@]}" "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out" 2>&1 \
-        || { cat "$out" >&2; die "$label: wrk failed"; }
-    R_C0=$(busy_pct "$before0" "$(cpu_ticks "$PROXY_CPU")")
-    R_C1=$(busy_pct "$before1" "$(cpu_ticks "$LOAD_CPU")")
-    ticks0=$(($(proc_ticks "$pid") - ticks0))
-    if non2xx=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$out"); then
-        cat "$out" >&2
-        die "$label: ${non2xx#*: } non-2xx/3xx responses from $url"
-    fi
-    if sockerr=$(grep 'Socket errors:' "$out"); then
-        note "warning: $label: ${sockerr#"${sockerr%%[! ]*}"}"
-    fi
-    R_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-    R_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-    R_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-    [[ -n $R_RPS && $R_P50 != "?" && $R_P99 != "?" ]] || { cat "$out" >&2; die "$label: cannot parse wrk output"; }
-    requests=$(awk '/ requests in / { print $1 }' "$out")
-    ((${requests:-0} > 0)) || { cat "$out" >&2; die "$label: no requests completed"; }
-    R_US=$(awk -v t="$ticks0" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", 1e6 * t / hz / n }')
-}
-
-# With BENCH_ROUNDS > 1 the three targets are measured in turn, round after round, and
-# each figure reported is the median over the rounds (drift on the machine hits all).
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END {
-    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 declare -A RPS P50 P99 C0 C1 US
 TARGETS=("upstream direct" "nginx proxy" "portcullis")
 URLS=("http://127.0.0.1:$UP_PORT/" "http://127.0.0.1:$NGX_PORT/" "http://127.0.0.1:$PC_PORT/")
@@ -371,7 +156,6 @@ for t in "${TARGETS[@]}"; do
 done
 
 # RSS after the run (the process is still up, its pools and buffers still allocated).
-kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$2/status" 2>/dev/null || true; }
 PC_RSS=$(kb VmRSS "$PC_PID"); PC_HWM=$(kb VmHWM "$PC_PID")
 NGX_RSS=0
 for pid in "$NGX_PID" $(pgrep -P "$NGX_PID" || true); do r=$(kb VmRSS "$pid"); NGX_RSS=$((NGX_RSS + ${r:-0})); done
