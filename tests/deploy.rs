@@ -109,16 +109,14 @@ fn standalone_overlay_runs_two_gateways_behind_an_ingress() {
     let gateway_checks = check_gateway(&docs, deployment, "standalone");
     let effective = gateway_checks.effective_config;
 
-    // The Service: to portcullis, with ClientIP affinity while sessions are per replica.
+    // The Service: to portcullis, with no session affinity: the replicas share their
+    // sessions in Redis, and stickiness would hide a store that does not.
     let service = docs.named("Service", "portcullis");
     assert_service_targets_gateway(service, deployment);
-    assert_eq!(
-        service["spec"]["sessionAffinity"], "ClientIP",
-        "sessions live in each replica's memory: the Service needs ClientIP affinity"
-    );
     assert!(
-        effective.contains("store = \"memory\""),
-        "the config uses the memory store (the only one today):\n{effective}"
+        service["spec"]["sessionAffinity"].is_null()
+            || service["spec"]["sessionAffinity"] == "None",
+        "sessions are shared in Redis: the Service needs no session affinity"
     );
 
     // The Ingress: TLS for the host that server.public_url names, to the portcullis Service.
@@ -144,26 +142,107 @@ fn standalone_overlay_runs_two_gateways_behind_an_ingress() {
             "the Ingress sends everything to the portcullis Service"
         );
     }
-    assert_eq!(
-        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/affinity"], "cookie",
-        "the Ingress bypasses the Service's ClientIP affinity: it needs cookie affinity"
+    assert!(
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/affinity"].is_null(),
+        "sessions are shared in Redis: the Ingress needs no cookie affinity"
     );
 
-    // Redis, ready for the coming redis store (not used by the config yet).
-    let redis = docs.named("Deployment", "redis");
-    assert!(
-        container(&redis["spec"]["template"]["spec"], "redis")["image"]
-            .as_str()
-            .is_some_and(|i| i.starts_with("redis:")),
-        "a Redis Deployment"
-    );
-    let redis_service = docs.named("Service", "redis");
-    assert_eq!(redis_service["spec"]["ports"][0]["port"], 6379);
+    check_redis_store(&docs, deployment, &effective);
 
     let pdb = docs.single("PodDisruptionBudget");
     assert_eq!(
         pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"],
         "the PodDisruptionBudget covers the gateway pods"
+    );
+}
+
+/// The standalone gateways use the Redis the overlay carries, for real: the config's
+/// `redis_url` names the Redis Service and port, the password reaches both sides from one
+/// Secret key, and Redis neither evicts keys (a logout marker or consumed login state
+/// must not vanish) nor runs twice during a rollout.
+fn check_redis_store(docs: &Rendered, deployment: &Value, effective: &str) {
+    assert!(
+        effective.lines().any(|l| l == "store = \"redis\""),
+        "standalone: the config uses the redis store:\n{effective}"
+    );
+    let redis_service = docs.named("Service", "redis");
+    let port = redis_service["spec"]["ports"][0]["port"]
+        .as_i64()
+        .expect("the Redis Service's port");
+    let url = format!("redis_url = \"redis://redis:{port}/0\"");
+    assert!(
+        effective.lines().any(|l| l == url),
+        "standalone: the config's redis_url is the Redis Service ({url}):\n{effective}"
+    );
+
+    let redis = docs.named("Deployment", "redis");
+    assert_eq!(
+        redis["spec"]["strategy"]["type"], "Recreate",
+        "one Redis at a time: two behind the Service would split the sessions"
+    );
+    let redis_pod = &redis["spec"]["template"]["spec"];
+    let server = container(redis_pod, "redis");
+    assert!(
+        server["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("redis:")),
+        "a Redis Deployment"
+    );
+    assert_eq!(
+        resolve_port(server, &redis_service["spec"]["ports"][0]["targetPort"]),
+        Some(port),
+        "the Redis Service leads to the Redis container"
+    );
+    let args: Vec<&str> = array(&server["args"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| *a == name)
+            .and_then(|i| args.get(i + 1).copied())
+    };
+    assert_eq!(
+        arg("--maxmemory-policy"),
+        Some("noeviction"),
+        "Redis must not evict keys (logout markers, consumed states): {args:?}"
+    );
+    assert_eq!(
+        arg("--requirepass"),
+        Some("$(REDIS_PASSWORD)"),
+        "Redis requires a password: {args:?}"
+    );
+
+    // One Secret key behind Redis's requirepass and the gateways' redis password.
+    let secret_ref = |c: &Value, name: &str| {
+        array(&c["env"])
+            .iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["valueFrom"]["secretKeyRef"].clone())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| panic!("env {name} comes from a Secret (secretKeyRef)"))
+    };
+    let gateway = container(&deployment["spec"]["template"]["spec"], "portcullis");
+    let gateway_ref = secret_ref(gateway, "PORTCULLIS__SESSION__REDIS_PASSWORD");
+    assert_eq!(
+        gateway_ref,
+        secret_ref(server, "REDIS_PASSWORD"),
+        "the gateways and Redis read the same password"
+    );
+    docs.named(
+        "Secret",
+        gateway_ref["name"].as_str().expect("the Secret's name"),
+    );
+
+    let policy = docs.named("NetworkPolicy", "redis");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"], redis["spec"]["selector"]["matchLabels"],
+        "the NetworkPolicy covers the Redis pod"
+    );
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"],
+        "only the gateway pods may reach Redis"
     );
 }
 
