@@ -426,6 +426,7 @@ mod tests {
             login_timeout: Duration::from_secs(600),
             refresh_before: Duration::from_secs(60),
             sign_out_requires_post: false,
+            store: crate::config::StoreConfig::Memory,
         };
         let store = Arc::new(FlakyStore {
             inner: MemoryStore::new(100),

@@ -30,7 +30,7 @@ pub use parse::Choice;
 pub use policy::PolicyConfig;
 pub use route::RouteConfig;
 pub use server::{ServerConfig, TlsFiles};
-pub use session::SessionConfig;
+pub use session::{RedisConfig, RedisMode, SessionConfig, StoreConfig};
 
 /// A configuration problem: which key, and why. Printed as `key: reason`.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +98,7 @@ impl Config {
                     .with_list_parse_key("server.strip_request_headers")
                     // PORTCULLIS__SESSION__SECRET=new,old rotates like a TOML list.
                     .with_list_parse_key("session.secret")
+                    .with_list_parse_key("session.redis_urls")
                     .try_parsing(true),
             );
         if let Some(listen) = &cli.listen {

@@ -1,4 +1,5 @@
-//! `[session]`: the secrets that seal session cookies, the store and the timeouts.
+//! `[session]`: the secrets that seal session cookies, the store (memory, or Redis for
+//! several replicas) and the timeouts.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,9 +7,15 @@ use std::time::Duration;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use url::Url;
+
+mod redis;
+
 use super::parse::{self, choice_serde, Choice};
 use super::{show, ConfigError};
 use crate::secret::Secret;
+use redis::{key_prefix, redis_timeout, redis_url, redis_urls};
+pub use redis::{RedisConfig, RedisMode};
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -23,16 +30,33 @@ pub struct SessionConfig {
     pub refresh_before: Duration,
     /// Sign-out only by POST (a GET shows a confirmation form).
     pub sign_out_requires_post: bool,
+    /// Where sessions live (`session.store`).
+    pub store: StoreConfig,
+}
+
+/// `session.store` and, for Redis, its connection.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// In this process (`max_sessions` bounds it).
+    Memory,
+    /// Shared by every replica through Redis.
+    Redis(RedisConfig),
 }
 
 /// Shown under the file's keys, one `"[redacted]"` per secret.
 impl Serialize for SessionConfig {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let d = |d: Duration| humantime::format_duration(d).to_string();
-        let mut out = s.serialize_struct("session", 10)?;
+        let mut out = s.serialize_struct("session", 20)?;
         out.serialize_field("secret", &vec![show::REDACTED; self.secrets.len()])?;
         out.serialize_field("cookie_secure", &self.cookie_secure)?;
-        out.serialize_field("store", &SessionStore::Memory)?;
+        match &self.store {
+            StoreConfig::Memory => out.serialize_field("store", &SessionStore::Memory)?,
+            StoreConfig::Redis(redis) => {
+                out.serialize_field("store", &SessionStore::Redis)?;
+                redis.serialize_fields(&mut out)?;
+            }
+        }
         out.serialize_field("max_sessions", &self.max_sessions)?;
         out.serialize_field("idle_timeout", &d(self.idle_timeout))?;
         out.serialize_field("absolute_timeout", &d(self.absolute_timeout))?;
@@ -43,14 +67,18 @@ impl Serialize for SessionConfig {
     }
 }
 
-/// `session.store`: where sessions live (only in memory, today).
+/// `session.store`: where sessions live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SessionStore {
     Memory,
+    Redis,
 }
 
 impl Choice for SessionStore {
-    const CHOICES: &'static [(&'static str, Self)] = &[("memory", SessionStore::Memory)];
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("memory", SessionStore::Memory),
+        ("redis", SessionStore::Redis),
+    ];
 }
 
 choice_serde!(SessionStore);
@@ -65,8 +93,21 @@ struct RawSession {
     secret: Option<Vec<Secret>>,
     secret_file: Option<PathBuf>,
     cookie_secure: Option<bool>,
-    #[serde(rename = "store")]
-    _store: Option<SessionStore>,
+    store: Option<SessionStore>,
+    #[serde(default, deserialize_with = "redis_url")]
+    redis_url: Option<Url>,
+    redis_mode: Option<RedisMode>,
+    #[serde(default, deserialize_with = "redis_urls")]
+    redis_urls: Option<Vec<Url>>,
+    redis_sentinel_master: Option<String>,
+    redis_password: Option<String>,
+    redis_password_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "key_prefix")]
+    redis_key_prefix: Option<String>,
+    #[serde(default, deserialize_with = "parse::duration")]
+    cache_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "redis_timeout")]
+    redis_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "max_sessions")]
     max_sessions: Option<u64>,
     #[serde(default, deserialize_with = "parse::duration")]
@@ -125,8 +166,8 @@ pub(super) fn read(value: config::Value) -> Result<SessionConfig, ConfigError> {
 }
 
 impl RawSession {
-    fn validate(self) -> Result<SessionConfig, ConfigError> {
-        let secrets = match (self.secret, self.secret_file) {
+    fn validate(mut self) -> Result<SessionConfig, ConfigError> {
+        let secrets = match (self.secret.take(), self.secret_file.take()) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
                     "session.secret",
@@ -154,7 +195,9 @@ impl RawSession {
                 "missing: set session.secret or session.secret_file (at least 32 bytes, e.g. `openssl rand -base64 48`)",
             ));
         }
+        let store = self.store_config()?;
         Ok(SessionConfig {
+            store,
             secrets,
             cookie_secure: self.cookie_secure.unwrap_or(true),
             max_sessions: self.max_sessions.unwrap_or(1_000_000),
@@ -167,7 +210,90 @@ impl RawSession {
             sign_out_requires_post: self.sign_out_requires_post.unwrap_or(false),
         })
     }
+
+    /// `store` and, for Redis, the keys it needs together.
+    fn store_config(&mut self) -> Result<StoreConfig, ConfigError> {
+        if self.store != Some(SessionStore::Redis) {
+            return Ok(StoreConfig::Memory);
+        }
+        let mode = self.redis_mode.unwrap_or(RedisMode::Standalone);
+        let urls = self.redis_urls.take().unwrap_or_default();
+        if mode != RedisMode::Standalone && urls.is_empty() {
+            let what = if mode == RedisMode::Cluster {
+                "the cluster's seed nodes"
+            } else {
+                "the sentinels"
+            };
+            return Err(ConfigError::new(
+                "session.redis_urls",
+                format!("redis_mode = \"{}\" needs redis_urls: {what}", mode.word()),
+            ));
+        }
+        let sentinel_master = self.redis_sentinel_master.take().filter(|m| !m.is_empty());
+        if mode == RedisMode::Sentinel && sentinel_master.is_none() {
+            return Err(ConfigError::new(
+                "session.redis_sentinel_master",
+                "redis_mode = \"sentinel\" needs the name of the master the sentinels watch",
+            ));
+        }
+        let mut url = match self.redis_url.take() {
+            Some(url) => url,
+            None => Url::parse(DEFAULT_REDIS_URL)
+                .map_err(|e| ConfigError::new("session.redis_url", e.to_string()))?,
+        };
+        let (password, password_file) = self.redis_password(&mut url)?;
+        Ok(StoreConfig::Redis(RedisConfig {
+            url,
+            mode,
+            urls,
+            sentinel_master,
+            password,
+            password_file,
+            key_prefix: self
+                .redis_key_prefix
+                .take()
+                .unwrap_or_else(|| "portcullis:".into()),
+            cache_ttl: self.cache_ttl.unwrap_or(Duration::from_secs(5)),
+            timeout: self.redis_timeout.unwrap_or(Duration::from_millis(500)),
+        }))
+    }
+
+    /// The one Redis password: in `redis_url` (taken out of it), `redis_password` (or its
+    /// environment variable), or `redis_password_file` (read now); never two of them.
+    fn redis_password(
+        &mut self,
+        url: &mut Url,
+    ) -> Result<(Option<Secret>, Option<PathBuf>), ConfigError> {
+        let in_url = url.password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+        if in_url.is_some() {
+            let _ = url.set_password(None);
+        }
+        let inline = self.redis_password.take();
+        let file = self.redis_password_file.take();
+        let given = [in_url.is_some(), inline.is_some(), file.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(ConfigError::new(
+                "session.redis_password",
+                "set the Redis password once: in redis_url, redis_password (or PORTCULLIS__SESSION__REDIS_PASSWORD), or redis_password_file",
+            ));
+        }
+        if let Some(path) = file {
+            let text = parse::read_file("session.redis_password_file", &path)?;
+            let password = text.trim_end_matches(['\r', '\n']).to_string();
+            return Ok((Some(Secret::new(password)), Some(path)));
+        }
+        Ok((
+            in_url.or(inline).filter(|p| !p.is_empty()).map(Secret::new),
+            None,
+        ))
+    }
 }
+
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
 #[cfg(test)]
 mod tests {
@@ -232,10 +358,10 @@ mod tests {
 
     #[test]
     fn store_max_sessions_and_timeouts() {
-        let err = session(&format!("secret = \"{SECRET}\"\nstore = \"redis\"")).unwrap_err();
+        let err = session(&format!("secret = \"{SECRET}\"\nstore = \"disk\"")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "session.store: expected one of memory, got \"redis\""
+            "session.store: expected one of memory, redis, got \"disk\""
         );
         let err = session(&format!("secret = \"{SECRET}\"\nmax_sessions = 0")).unwrap_err();
         assert_eq!(err.key, "session.max_sessions", "{err}");

@@ -374,6 +374,7 @@ mod tests {
             login_timeout: Duration::from_secs(600),
             refresh_before: Duration::from_secs(60),
             sign_out_requires_post: false,
+            store: crate::config::StoreConfig::Memory,
         }
     }
 
