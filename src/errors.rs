@@ -25,6 +25,9 @@ pub enum Kind {
     NotReady,
     /// The access token expired and refreshing it failed; says what failed.
     RefreshUnavailable(&'static str),
+    /// The session store (Redis) did not answer in time: the request needs a session, so
+    /// it is retried shortly rather than sent to log in (which would lose the user's place).
+    StoreUnavailable,
     /// A bug or a broken invariant on our side.
     Internal,
 }
@@ -61,6 +64,9 @@ impl Error {
             Kind::Idp(why) => why,
             Kind::NotReady => "the gateway is starting: identity provider not loaded yet",
             Kind::RefreshUnavailable(why) => why,
+            Kind::StoreUnavailable => {
+                "the session store cannot be reached right now; please try again in a moment"
+            }
             Kind::Internal => "internal error",
         }
     }

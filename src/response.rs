@@ -116,7 +116,9 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         Kind::UpstreamUnavailable | Kind::Idp(_) => StatusCode::BAD_GATEWAY,
         Kind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-        Kind::NotReady | Kind::RefreshUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::NotReady | Kind::RefreshUnavailable(_) | Kind::StoreUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -131,20 +133,27 @@ pub fn error(e: &Error, request_id: &str, wants_html: bool) -> Response<Body> {
         tracing::debug!(request_id, status = status.as_u16(), cause = %e.cause_chain(), "{}", e.public_message());
     }
     let reason = status.canonical_reason().unwrap_or("Error");
-    if wants_html {
+    let mut resp = if wants_html {
         let body = render(
             &format!("{} {reason}", status.as_u16()),
             e.public_message(),
             request_id,
         );
-        return html_response(status, body);
+        html_response(status, body)
+    } else {
+        let body = format!(
+            "{} {reason}: {}\nrequest id: {request_id}\n",
+            status.as_u16(),
+            e.public_message()
+        );
+        text_response(status, body)
+    };
+    if e.kind == Kind::StoreUnavailable {
+        // RFC 9110 §10.2.3: the store usually comes back within seconds.
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
     }
-    let body = format!(
-        "{} {reason}: {}\nrequest id: {request_id}\n",
-        status.as_u16(),
-        e.public_message()
-    );
-    text_response(status, body)
+    resp
 }
 
 /// 403 for a signed-in user the policy does not admit: a page for browsers, JSON for APIs.
@@ -227,6 +236,18 @@ pub fn unauthorized() -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_store_is_a_503_to_retry_never_a_500() {
+        let e = Error::with_source(Kind::StoreUnavailable, "redis: timed out");
+        for html in [true, false] {
+            let resp = error(&e, "req-1", html);
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        }
+        let other = error(&Error::new(Kind::NotReady), "req-2", false);
+        assert!(other.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     #[test]
     fn page_escapes_everything() {

@@ -65,6 +65,7 @@ impl Auth {
     ) -> Result<Completion, Error> {
         let oidc = self.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
         let pending = self.pending_login(headers, params.state)?;
+        self.claim_state(&pending).await?;
         if let Some(error) = params.error {
             // The IdP's own words, logged whatever happens next (even when the response
             // is refused below): the operator needs them to fix e.g. a scope.
@@ -127,16 +128,22 @@ impl Auth {
         {
             return Err(unknown());
         }
-        // One completion per state, even with a copy of the cookie.
-        let fresh = self
-            .used_states
-            .entry(state.to_string())
-            .or_insert(())
-            .is_fresh();
-        if !fresh {
-            return Err(unknown());
-        }
         Ok(pending)
+    }
+
+    /// One completion per state, even with a copy of the cookie, on any replica.
+    async fn claim_state(&self, pending: &PendingLogin) -> Result<(), Error> {
+        let fresh = self
+            .sessions
+            .claim_state(&pending.state)
+            .await
+            .map_err(|e| Error::with_source(Kind::StoreUnavailable, e))?;
+        if !fresh {
+            return Err(Error::new(Kind::BadRequest(
+                "unknown, expired or already used login; please sign in again",
+            )));
+        }
+        Ok(())
     }
 
     /// Ends whatever session the browser had (no fixation) and stores the new one under a
@@ -146,7 +153,7 @@ impl Auth {
         headers: &HeaderMap,
         tokens: TokenSet,
     ) -> Result<HeaderValue, Error> {
-        let internal = |e| Error::with_source(Kind::Internal, e);
+        let internal = |e| Error::with_source(Kind::StoreUnavailable, e);
         let old =
             find_cookie(headers, self.sessions.cookie_name()).and_then(SessionId::from_cookie);
         if let Some(old) = old {

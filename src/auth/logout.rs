@@ -47,7 +47,7 @@ impl Auth {
             self.sessions
                 .delete(&session.id)
                 .await
-                .map_err(|e| Error::with_source(Kind::Internal, e))?;
+                .map_err(|e| Error::with_source(Kind::StoreUnavailable, e))?;
             tracing::info!(event = "logout", sub = %session.session.sub, "session ended by sign-out");
             if let Some(client) = self.oidc.get() {
                 if let Some(refresh_token) = &session.session.refresh_token {
@@ -76,11 +76,12 @@ impl Auth {
     pub async fn backchannel_logout(&self, token: &str) -> Result<(), Error> {
         let client = self.oidc.get().ok_or_else(|| Error::new(Kind::NotReady))?;
         let subject = client.validate_logout_token(token).await?;
+        let store_error = |e| Error::with_source(Kind::StoreUnavailable, e);
         let fresh = self
-            .used_logout_jtis
-            .entry(subject.jti.clone())
-            .or_insert(())
-            .is_fresh();
+            .sessions
+            .claim_jti(&subject.jti)
+            .await
+            .map_err(store_error)?;
         if !fresh {
             return Err(Error::with_source(
                 Kind::BadRequest("invalid logout token"),
@@ -88,9 +89,10 @@ impl Auth {
             ));
         }
         match subject.sid.as_deref() {
-            Some(sid) => self.sessions.end_all(None, Some(sid)),
-            None => self.sessions.end_all(subject.sub.as_deref(), None),
+            Some(sid) => self.sessions.end_all(None, Some(sid)).await,
+            None => self.sessions.end_all(subject.sub.as_deref(), None).await,
         }
+        .map_err(store_error)?;
         tracing::info!(
             event = "backchannel_logout",
             sub = subject.sub.as_deref(),

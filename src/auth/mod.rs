@@ -6,6 +6,7 @@
 pub mod login;
 pub mod logout;
 pub mod refresh;
+pub mod refresh_lock;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use http::header::HeaderMap;
 
 use crate::clock::now;
-use crate::config::{Config, ForwardAuthConfig, PolicyConfig};
+use crate::config::{Config, ForwardAuthConfig, PolicyConfig, SessionConfig, StoreConfig};
 use crate::errors::{Error, Kind};
 use crate::http_client::HttpClient;
 use crate::oidc::{http::IdpHttp, Oidc};
@@ -21,6 +22,8 @@ use crate::redirect::RedirectPolicy;
 use crate::session::crypto::Keyring;
 use crate::session::login_cookie::LoginCookies;
 use crate::session::memory::MemoryStore;
+use crate::session::redis::RedisStore;
+use crate::session::store::SessionStore;
 use crate::session::{LoadedSession, Session, Sessions};
 use refresh::{Refreshed, Refresher};
 
@@ -40,10 +43,6 @@ pub struct Auth {
     /// `[policy]`: the rules for forward-auth requests that match no route.
     global_policy: PolicyConfig,
     forward_auth: ForwardAuthConfig,
-    /// `state`s of completed logins, so a copied login cookie cannot be used twice.
-    used_states: moka::sync::Cache<String, ()>,
-    /// `jti`s of accepted back-channel logout tokens (replay protection).
-    used_logout_jtis: moka::sync::Cache<String, ()>,
 }
 
 impl Auth {
@@ -54,7 +53,7 @@ impl Auth {
         match (&config.oidc, &config.session) {
             (Some(oidc_cfg), Some(session_cfg)) => {
                 let keyring = Arc::new(Keyring::new(&session_cfg.secrets));
-                let store = Arc::new(MemoryStore::new(session_cfg.max_sessions));
+                let store = open_store(session_cfg, &server.upstream_ca);
                 let oidc = Oidc::new();
                 let redirect_uri = server
                     .public_url
@@ -77,14 +76,6 @@ impl Auth {
                     redirects: RedirectPolicy::new(&server.allowed_redirect_hosts),
                     global_policy: config.policy.clone(),
                     forward_auth: config.forward_auth.clone(),
-                    used_states: moka::sync::Cache::builder()
-                        .max_capacity(100_000)
-                        .time_to_live(session_cfg.login_timeout)
-                        .build(),
-                    used_logout_jtis: moka::sync::Cache::builder()
-                        .max_capacity(100_000)
-                        .time_to_live(Duration::from_secs(15 * 60))
-                        .build(),
                 })
             }
             _ => None,
@@ -102,7 +93,7 @@ impl Auth {
     /// expire (single-flight per session). The one identity step of every request that
     /// needs one: proxied requests, forward-auth, userinfo and sign-out.
     pub async fn identify(&self, headers: &HeaderMap) -> Result<Caller, Error> {
-        let store_error = |e| Error::with_source(Kind::Internal, e);
+        let store_error = |e| Error::with_source(Kind::StoreUnavailable, e);
         let lookup = self.sessions.load(headers).await.map_err(store_error)?;
         let loaded = self.sessions.settle(lookup).await.map_err(store_error)?;
         Ok(match loaded {
@@ -180,6 +171,26 @@ impl Auth {
     /// Whether a request cookie is one of the gateway's own (never sent upstream).
     pub fn is_gateway_cookie(&self, name: &str) -> bool {
         name == self.sessions.cookie_name() || self.login_cookies.is_login_cookie(name)
+    }
+}
+
+/// Sessions the Redis store's in-process L1 holds at most.
+const L1_MAX: u64 = 100_000;
+
+/// The store `session.store` names: in this process, or Redis shared by the replicas
+/// (connected in the background: start-up never waits for it).
+fn open_store(
+    cfg: &SessionConfig,
+    ca: &[rustls_pki_types::CertificateDer<'static>],
+) -> Arc<dyn SessionStore> {
+    match &cfg.store {
+        StoreConfig::Memory => Arc::new(MemoryStore::new(cfg.max_sessions)),
+        StoreConfig::Redis(redis) => Arc::new(RedisStore::open(
+            redis,
+            cfg.max_sessions.min(L1_MAX),
+            cfg.absolute_timeout,
+            ca,
+        )),
     }
 }
 

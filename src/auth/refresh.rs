@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::digest;
 use moka::future::Cache;
 
+use super::refresh_lock::{self, Turn};
 use crate::clock::now;
 use crate::oidc::claims::Profile;
 use crate::oidc::refresh::IdentityUpdate;
@@ -60,6 +61,8 @@ pub enum RefreshFailure {
     IdpRefused,
     /// `invalid_client`: the gateway's own credentials.
     ClientRefused,
+    /// The session store did not answer, so the refresh could not be coordinated.
+    StoreUnavailable,
 }
 
 impl RefreshFailure {
@@ -68,6 +71,7 @@ impl RefreshFailure {
             RefreshFailure::IdpUnreachable => "your session needs renewing but the identity provider cannot be reached; try again shortly",
             RefreshFailure::IdpRefused => "your session needs renewing but the identity provider refused the request; try again shortly or sign in again",
             RefreshFailure::ClientRefused => "your session needs renewing but the identity provider refused this gateway's own client credentials (invalid_client); the gateway's operator must check them",
+            RefreshFailure::StoreUnavailable => "your session needs renewing but the session store cannot be reached; try again shortly",
         }
     }
 }
@@ -181,8 +185,28 @@ impl Refresher {
     }
 }
 
-/// One refresh, start to end (see the module comment for the order).
+/// One refresh: this replica's turn at the IdP (fleet-wide single flight), or what the
+/// replica whose turn it was stored.
 async fn run(
+    id: &SessionId,
+    session: &Session,
+    client: &OidcClient,
+    sessions: &Sessions,
+) -> Arc<Outcome> {
+    match refresh_lock::take_turn(id, session, sessions).await {
+        Turn::Ours(lock) => {
+            let work = refresh_at_idp(id, session, client, sessions);
+            refresh_lock::holding(lock, sessions, work).await
+        }
+        Turn::Done(refreshed) => Arc::new(Outcome {
+            refreshed,
+            unsaved: AtomicBool::new(false),
+        }),
+    }
+}
+
+/// One refresh at the IdP, start to end (see the module comment for the order).
+async fn refresh_at_idp(
     id: &SessionId,
     session: &Session,
     client: &OidcClient,
@@ -307,71 +331,7 @@ mod tests {
     use crate::config::{OidcConfig, SessionConfig, UserinfoMode};
     use crate::secret::Secret;
     use crate::session::crypto::Keyring;
-    use crate::session::memory::MemoryStore;
-    use crate::session::store::{SessionStore, StoreError};
-    use futures_util::future::BoxFuture;
-    use futures_util::FutureExt;
-    use std::sync::atomic::AtomicUsize;
-
-    /// A memory store whose writes fail while `failing` is set.
-    struct FlakyStore {
-        inner: MemoryStore,
-        failing: AtomicBool,
-        refused_writes: AtomicUsize,
-    }
-
-    impl FlakyStore {
-        fn refuse(&self) -> Option<StoreError> {
-            self.failing.load(Ordering::SeqCst).then(|| {
-                self.refused_writes.fetch_add(1, Ordering::SeqCst);
-                StoreError("injected write failure".into())
-            })
-        }
-    }
-
-    impl SessionStore for FlakyStore {
-        fn get<'a>(
-            &'a self,
-            key: &'a crate::session::crypto::StoreKey,
-        ) -> BoxFuture<'a, Result<Option<Arc<[u8]>>, StoreError>> {
-            self.inner.get(key)
-        }
-        fn put<'a>(
-            &'a self,
-            key: crate::session::crypto::StoreKey,
-            sealed: Arc<[u8]>,
-            ttl: Duration,
-        ) -> BoxFuture<'a, Result<(), StoreError>> {
-            match self.refuse() {
-                Some(e) => async move { Err(e) }.boxed(),
-                None => self.inner.put(key, sealed, ttl),
-            }
-        }
-        fn replace<'a>(
-            &'a self,
-            key: crate::session::crypto::StoreKey,
-            expected: Arc<[u8]>,
-            sealed: Arc<[u8]>,
-            ttl: Duration,
-        ) -> BoxFuture<'a, Result<bool, StoreError>> {
-            match self.refuse() {
-                Some(e) => async move { Err(e) }.boxed(),
-                None => self.inner.replace(key, expected, sealed, ttl),
-            }
-        }
-        fn delete<'a>(
-            &'a self,
-            key: &'a crate::session::crypto::StoreKey,
-        ) -> BoxFuture<'a, Result<(), StoreError>> {
-            self.inner.delete(key)
-        }
-        fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-            self.inner.ping()
-        }
-        fn entry_count(&self) -> BoxFuture<'_, Option<u64>> {
-            self.inner.entry_count()
-        }
-    }
+    use crate::session::flaky::FlakyStore;
 
     struct Setup {
         idp: Arc<crate::demo::idp::DevIdp>,
@@ -428,11 +388,7 @@ mod tests {
             sign_out_requires_post: false,
             store: crate::config::StoreConfig::Memory,
         };
-        let store = Arc::new(FlakyStore {
-            inner: MemoryStore::new(100),
-            failing: AtomicBool::new(false),
-            refused_writes: AtomicUsize::new(0),
-        });
+        let store = Arc::new(FlakyStore::new());
         let sessions = Sessions::new(
             &session_cfg,
             Arc::new(Keyring::new(&session_cfg.secrets)),

@@ -52,6 +52,8 @@ pub type StoreKey = [u8; 32];
 struct SecretKeys {
     hmac: hmac::Key,
     hkdf: hkdf::Prk,
+    /// For `tag`: derived, so a tag never equals a store key or a form token.
+    tag: hmac::Key,
 }
 
 /// Keys derived from `session.secret` (first seals, all open).
@@ -73,9 +75,21 @@ impl Keyring {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT);
         let keys = secrets
             .iter()
-            .map(|s| SecretKeys {
-                hmac: hmac::Key::new(hmac::HMAC_SHA256, s.expose().as_bytes()),
-                hkdf: salt.extract(s.expose().as_bytes()),
+            .map(|s| {
+                let hkdf = salt.extract(s.expose().as_bytes());
+                let mut tag_key = [0u8; 32];
+                let filled = hkdf
+                    .expand(&[b"store tag".as_slice()], Len32)
+                    .and_then(|okm| okm.fill(&mut tag_key));
+                if filled.is_err() {
+                    // HKDF-SHA256 always yields 32 bytes; never reached.
+                    tag_key = [0; 32];
+                }
+                SecretKeys {
+                    hmac: hmac::Key::new(hmac::HMAC_SHA256, s.expose().as_bytes()),
+                    hkdf,
+                    tag: hmac::Key::new(hmac::HMAC_SHA256, &tag_key),
+                }
             })
             .collect();
         Keyring { keys }
@@ -94,6 +108,17 @@ impl Keyring {
         let k = self.keys.get(secret_index)?;
         let tag = hmac::sign(&k.hmac, &id.0);
         tag.as_ref().try_into().ok()
+    }
+
+    /// A keyed hash of `value` for `purpose` (`state`, `jti`, `sub`, `sid`), hex: how the
+    /// store names a consumed login `state` or a logout marker without holding the value.
+    pub fn tag(&self, secret_index: usize, purpose: &str, value: &str) -> Option<String> {
+        let k = self.keys.get(secret_index)?;
+        let mut ctx = hmac::Context::with_key(&k.tag);
+        ctx.update(purpose.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(value.as_bytes());
+        Some(hex(ctx.sign().as_ref()))
     }
 
     /// A token bound to one session for forms that act on it (the sign-out
@@ -171,6 +196,17 @@ impl Keyring {
     }
 }
 
+/// Lower-case hex of `bytes` (store keys and tags in Redis key names).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +249,18 @@ mod tests {
         assert_eq!(rotated.open(1, &id, &sealed).unwrap(), b"x");
         assert_eq!(rotated.store_key(1, &id), old.store_key(0, &id));
         assert_ne!(rotated.store_key(0, &id), old.store_key(0, &id));
+    }
+
+    #[test]
+    fn tags_are_keyed_per_secret_and_purpose() {
+        let k = ring(&[A, B]);
+        let t = k.tag(0, "sub", "alice").unwrap();
+        assert_eq!(t.len(), 64);
+        assert!(!t.contains("alice"));
+        assert_eq!(Some(t.clone()), k.tag(0, "sub", "alice"));
+        assert_ne!(Some(t.clone()), k.tag(1, "sub", "alice"));
+        assert_ne!(Some(t), k.tag(0, "sid", "alice"));
+        assert_eq!(hex(&[0, 0xab, 0x7f]), "00ab7f");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! In-process session store on `moka`: bounded by `session.max_sessions`, entries expire on
 //! their own time-to-live (the session's absolute deadline), so memory cannot grow without
-//! bound and expired sessions need no sweeper.
+//! bound and expired sessions need no sweeper. Consumed one-shot values and logout
+//! markers stay in this process, as before there was a Redis store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,11 @@ use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 
 use super::crypto::StoreKey;
-use super::store::{SessionStore, StoreError};
+use super::markers::LogoutMarkers;
+use super::store::{local_lock, LockToken, SessionStore, StoreError};
+
+/// One-shot values remembered at most (login `state`s and logout `jti`s together).
+const MAX_USED: u64 = 200_000;
 
 #[derive(Clone)]
 struct Entry {
@@ -37,8 +42,19 @@ impl Expiry<StoreKey, Entry> for PerEntryTtl {
     }
 }
 
+/// A used one-shot value lives for the time-to-live it was claimed with.
+struct UsedTtl;
+
+impl Expiry<String, Duration> for UsedTtl {
+    fn expire_after_create(&self, _k: &String, ttl: &Duration, _now: Instant) -> Option<Duration> {
+        Some(*ttl)
+    }
+}
+
 pub struct MemoryStore {
     cache: Cache<StoreKey, Entry>,
+    used: Cache<String, Duration>,
+    markers: Arc<LogoutMarkers>,
 }
 
 impl MemoryStore {
@@ -48,6 +64,11 @@ impl MemoryStore {
                 .max_capacity(max_sessions)
                 .expire_after(PerEntryTtl)
                 .build(),
+            used: Cache::builder()
+                .max_capacity(MAX_USED)
+                .expire_after(UsedTtl)
+                .build(),
+            markers: Arc::new(LogoutMarkers::new()),
         }
     }
 }
@@ -118,6 +139,67 @@ impl SessionStore for MemoryStore {
         }
         .boxed()
     }
+
+    fn claim_once<'a>(
+        &'a self,
+        names: &'a [String],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let Some((current, retired)) = names.split_first() else {
+                return Ok(false);
+            };
+            if retired.iter().any(|n| self.used.contains_key(n)) {
+                return Ok(false);
+            }
+            Ok(self
+                .used
+                .entry(current.clone())
+                .or_insert(ttl)
+                .await
+                .is_fresh())
+        }
+        .boxed()
+    }
+
+    fn end_sessions<'a>(
+        &'a self,
+        _marker: &'a str,
+        _at_ms: u64,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        // Only this process reads sessions: the caller's mirror is the record.
+        async { Ok(()) }.boxed()
+    }
+
+    fn markers(&self) -> &Arc<LogoutMarkers> {
+        &self.markers
+    }
+
+    fn lock<'a>(
+        &'a self,
+        _key: &'a StoreKey,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<LockToken>, StoreError>> {
+        local_lock()
+    }
+
+    fn renew<'a>(
+        &'a self,
+        _key: &'a StoreKey,
+        _token: &'a LockToken,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async { Ok(true) }.boxed()
+    }
+
+    fn unlock<'a>(
+        &'a self,
+        _key: &'a StoreKey,
+        _token: &'a LockToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async { Ok(()) }.boxed()
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +232,21 @@ mod tests {
             .unwrap());
         assert!(s.replace(k, v1, Arc::from(&b"two"[..]), ttl).await.unwrap());
         assert_eq!(s.get(&k).await.unwrap().as_deref(), Some(&b"two"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_value_is_claimed_once_under_any_secret() {
+        let s = MemoryStore::new(10);
+        let ttl = Duration::from_secs(60);
+        let old = ["state:old".to_string()];
+        assert!(s.claim_once(&old, ttl).await.unwrap());
+        assert!(!s.claim_once(&old, ttl).await.unwrap());
+        // After a rotation the value is claimed under the new secret, and its name under
+        // the retired one is still seen.
+        let rotated = ["state:new".to_string(), "state:old".to_string()];
+        assert!(!s.claim_once(&rotated, ttl).await.unwrap());
+        let other = ["state:x".to_string(), "state:y".to_string()];
+        assert!(s.claim_once(&other, ttl).await.unwrap());
     }
 
     #[tokio::test]

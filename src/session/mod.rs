@@ -4,19 +4,23 @@
 //! every read, whatever the backend does with its TTLs.
 
 pub mod crypto;
+#[cfg(test)]
+pub(crate) mod flaky;
+mod fleet;
+pub use fleet::RefreshLock;
 pub mod login_cookie;
+pub mod markers;
 pub mod memory;
 pub mod model;
+pub mod redis;
 pub mod store;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::clock::{now, now_ms, UnixTime};
+use crate::clock::{now, UnixTime};
 use crate::config::SessionConfig;
 use crypto::{Keyring, SessionId};
 pub use model::Session;
@@ -73,23 +77,23 @@ pub struct Sessions {
     absolute_timeout: Duration,
     /// `last_seen` is written back at most this often per session, not on every request.
     touch_interval: u64,
-    /// Back-channel logouts: "sub:<sub>" / "sid:<sid>" → when (ms). See `end_all`.
-    ended: RwLock<HashMap<String, u64>>,
-    /// Skips the lookup on the hot path until the first back-channel logout.
-    any_ended: AtomicBool,
+    /// Back-channel logouts (see `end_all`), mirrored from the store.
+    markers: Arc<markers::LogoutMarkers>,
+    /// How long a consumed login `state` is remembered.
+    login_timeout: Duration,
 }
 
 impl Sessions {
     pub fn new(cfg: &SessionConfig, keyring: Arc<Keyring>, store: Arc<dyn SessionStore>) -> Self {
         Sessions {
             keyring: RwLock::new(keyring),
+            markers: store.markers().clone(),
             store,
             secure: cfg.cookie_secure,
             idle_timeout: cfg.idle_timeout,
             absolute_timeout: cfg.absolute_timeout,
             touch_interval: (cfg.idle_timeout.as_secs() / 4).clamp(1, 60),
-            ended: RwLock::new(HashMap::new()),
-            any_ended: AtomicBool::new(false),
+            login_timeout: cfg.login_timeout,
         }
     }
 
@@ -234,44 +238,6 @@ impl Sessions {
         Ok((key, Arc::from(sealed), ttl))
     }
 
-    /// Ends every session of a subject and/or an IdP session id that started before now
-    /// (back-channel logout). Rather than an index from users to sessions — which would cost
-    /// memory for every session — the gateway remembers the logout itself, one small entry
-    /// per logout, and sessions it covers are deleted when next read.
-    pub fn end_all(&self, sub: Option<&str>, sid: Option<&str>) {
-        let at = now_ms();
-        let mut ended = match self.ended.write() {
-            Ok(e) => e,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // Entries older than the absolute timeout cover no live session any more.
-        let horizon = at.saturating_sub(self.absolute_timeout.as_millis() as u64);
-        ended.retain(|_, t| *t >= horizon);
-        if let Some(sub) = sub {
-            ended.insert(format!("sub:{sub}"), at);
-        }
-        if let Some(sid) = sid {
-            ended.insert(format!("sid:{sid}"), at);
-        }
-        self.any_ended.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether a back-channel logout covers this session.
-    fn ended_by_logout(&self, s: &Session) -> bool {
-        if !self.any_ended.load(Ordering::Relaxed) {
-            return false;
-        }
-        let ended = match self.ended.read() {
-            Ok(e) => e,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let covers = |key: String| ended.get(&key).is_some_and(|t| s.created_ms <= *t);
-        covers(format!("sub:{}", s.sub))
-            || s.sid
-                .as_ref()
-                .is_some_and(|sid| covers(format!("sid:{sid}")))
-    }
-
     /// The sign-out form token for this session (under the current secret).
     pub fn form_token(&self, id: &SessionId) -> Option<String> {
         self.keyring().form_token(0, id)
@@ -362,6 +328,7 @@ pub fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::now_ms;
     use crate::secret::Secret;
 
     fn config(secrets: &[&str], idle: u64) -> SessionConfig {
@@ -478,7 +445,7 @@ mod tests {
         bob.sub = "bob".into();
         let bobs = s.create(&bob).await.unwrap();
         std::thread::sleep(Duration::from_millis(2));
-        s.end_all(Some("alice"), None);
+        s.end_all(Some("alice"), None).await.unwrap();
         std::thread::sleep(Duration::from_millis(2));
         let mut again = session();
         again.created_ms = now_ms();
