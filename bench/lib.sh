@@ -82,27 +82,20 @@ bench_cleanup() {
 # On a fatal error, show the tail of a process's log before the temp dir goes away.
 show_log() { [[ -f $1 ]] && { echo "--- last lines of $1:" >&2; tail -n 20 "$1" >&2; }; return 0; }
 
-# build_release: sets BIN to PORTCULLIS_BIN, or builds the release binary (and the named
-# examples, if any are given) with `cargo build --release --locked`.
+# build_release: sets BIN to PORTCULLIS_BIN, or builds the release binary with
+# `cargo build --release --locked`; TARGET_DIR is cargo's target directory.
 build_release() {
-    local examples=() e dir
-    for e in "$@"; do examples+=(--example "$e"); done
-    dir=${CARGO_TARGET_DIR:-$ROOT/target}
-    [[ $dir == /* ]] || dir=$ROOT/$dir
+    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+    [[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
     if [[ -n ${PORTCULLIS_BIN:-} ]]; then
         [[ -x $PORTCULLIS_BIN ]] || die "PORTCULLIS_BIN=$PORTCULLIS_BIN is not an executable file"
         BIN=$PORTCULLIS_BIN
-        if ((${#examples[@]})); then
-            note "building: cargo build --release --locked ${examples[*]}"
-            (cd "$ROOT" && cargo build --release --locked "${examples[@]}") || die "cargo build failed"
-        fi
     else
-        note "building: cargo build --release --locked --bins ${examples[*]}"
-        (cd "$ROOT" && cargo build --release --locked --bins "${examples[@]}") || die "cargo build failed"
-        BIN=$dir/release/portcullis
+        note "building: cargo build --release --locked"
+        (cd "$ROOT" && cargo build --release --locked) || die "cargo build failed"
+        BIN=$TARGET_DIR/release/portcullis
         [[ -x $BIN ]] || die "no binary at $BIN after the build"
     fi
-    EXAMPLES_DIR=$dir/release/examples
 }
 
 # free_port: a port nobody listens on, outside the kernel's ephemeral range (so outgoing

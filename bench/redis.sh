@@ -34,7 +34,7 @@
 # with L1 off, the p99 added by Redis (L1-off p99 minus memory p99) <= 300 us.
 #
 # Environment:
-#   PORTCULLIS_BIN       use this binary (the redis_fill example is still built)
+#   PORTCULLIS_BIN       use this binary (the redis_fill example is still built, dev profile)
 #   BENCH_DURATION=8s    measured run per target    BENCH_WARMUP=2s  warm-up per target
 #   BENCH_THREADS=1      wrk threads                BENCH_CONNECTIONS=16  wrk connections
 #   BENCH_ROUNDS=3       the three targets in turn this many times, medians reported
@@ -74,9 +74,15 @@ require_tools nginx wrk curl node redis-server redis-cli
 [[ -d $ROOT/tests/idp/node_modules/oidc-provider ]] \
     || die "the test IdP's packages are missing: run (cd tests/idp && npm ci) first"
 bench_init
-if ((SESSIONS > 0)); then build_release redis_fill; else build_release; fi
-FILL=$EXAMPLES_DIR/redis_fill
-((SESSIONS == 0)) || [[ -x $FILL ]] || die "no redis_fill example at $FILL after the build"
+build_release
+# The fill is a client of Redis, not the thing measured: built in the dev profile, whose
+# dev-dependencies (examples link them) the test suite has compiled already.
+FILL=$TARGET_DIR/debug/examples/redis_fill
+if ((SESSIONS > 0)); then
+    note "building: cargo build --locked --example redis_fill"
+    (cd "$ROOT" && cargo build --locked --example redis_fill) || die "cargo build --example redis_fill failed"
+    [[ -x $FILL ]] || die "no redis_fill example at $FILL after the build"
+fi
 
 take_port UP_PORT
 take_port REDIS_PORT
