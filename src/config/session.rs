@@ -40,7 +40,7 @@ pub enum StoreConfig {
     /// In this process (`max_sessions` bounds it).
     Memory,
     /// Shared by every replica through Redis.
-    Redis(RedisConfig),
+    Redis(Box<RedisConfig>),
 }
 
 /// Shown under the file's keys, one `"[redacted]"` per secret.
@@ -242,7 +242,7 @@ impl RawSession {
                 .map_err(|e| ConfigError::new("session.redis_url", e.to_string()))?,
         };
         let (password, password_file) = self.redis_password(&mut url)?;
-        Ok(StoreConfig::Redis(RedisConfig {
+        Ok(StoreConfig::Redis(Box::new(RedisConfig {
             url,
             mode,
             urls,
@@ -255,7 +255,7 @@ impl RawSession {
                 .unwrap_or_else(|| "portcullis:".into()),
             cache_ttl: self.cache_ttl.unwrap_or(Duration::from_secs(5)),
             timeout: self.redis_timeout.unwrap_or(Duration::from_millis(500)),
-        }))
+        })))
     }
 
     /// The one Redis password: in `redis_url` (taken out of it), `redis_password` (or its

@@ -167,7 +167,7 @@ mod tests {
             "secret = \"{SECRET}\"\nstore = \"redis\"\n{lines}"
         ))?;
         match cfg.session.map(|s| s.store) {
-            Some(StoreConfig::Redis(r)) => Ok(r),
+            Some(StoreConfig::Redis(r)) => Ok(*r),
             other => panic!("not a Redis store: {other:?}"),
         }
     }

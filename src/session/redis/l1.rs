@@ -114,7 +114,7 @@ impl Listener {
             attempt = attempt.wrapping_add(1);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            if attempt % 16 == 0 {
+            if attempt.is_multiple_of(16) {
                 reported = false;
             }
         }
