@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::digest;
 use moka::future::Cache;
 
-use super::refresh_lock::{self, Turn};
+use super::refresh_lock::{self, Turn, Waited};
 use crate::clock::now;
 use crate::oidc::claims::Profile;
 use crate::oidc::refresh::IdentityUpdate;
@@ -198,8 +198,15 @@ async fn run(
             let work = refresh_at_idp(id, session, client, sessions);
             refresh_lock::holding(lock, sessions, work).await
         }
-        Turn::Done(refreshed) => Arc::new(Outcome {
-            refreshed,
+        Turn::Done(waited) => Arc::new(Outcome {
+            refreshed: match waited {
+                Waited::Fresh(session) => Refreshed::Fresh(session),
+                Waited::Ended => Refreshed::Ended,
+                Waited::TimedOut => Refreshed::Unavailable(RefreshFailure::IdpUnreachable),
+                Waited::StoreUnavailable => {
+                    Refreshed::Unavailable(RefreshFailure::StoreUnavailable)
+                }
+            },
             unsaved: AtomicBool::new(false),
         }),
     }

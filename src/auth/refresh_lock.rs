@@ -10,7 +10,6 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::refresh::{RefreshFailure, Refreshed};
 use crate::session::crypto::SessionId;
 use crate::session::{RefreshLock, Session, Sessions};
 
@@ -25,8 +24,20 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 pub enum Turn {
     /// Ours: the lock is held.
     Ours(RefreshLock),
-    /// Someone else refreshed (or ended the session), or the store cannot be asked.
-    Done(Refreshed),
+    /// Someone else's, and this is what came of it.
+    Done(Waited),
+}
+
+/// What waiting for another replica's refresh found.
+pub enum Waited {
+    /// The new tokens it stored.
+    Fresh(Box<Session>),
+    /// The session is gone (the refresh token was refused, or it was signed out).
+    Ended,
+    /// Its refresh did not finish within `MAX_WAIT`.
+    TimedOut,
+    /// The store could not be asked.
+    StoreUnavailable,
 }
 
 /// Takes the session's refresh lock, or waits for whoever holds it and returns what they
@@ -54,7 +65,7 @@ pub async fn take_turn(id: &SessionId, session: &Session, sessions: &Sessions) -
         }
         if Instant::now() >= deadline {
             tracing::warn!("another replica's refresh of this session did not finish in time");
-            return Turn::Done(Refreshed::Unavailable(RefreshFailure::IdpUnreachable));
+            return Turn::Done(Waited::TimedOut);
         }
         tokio::time::sleep(POLL).await;
     }
@@ -62,11 +73,11 @@ pub async fn take_turn(id: &SessionId, session: &Session, sessions: &Sessions) -
 
 /// What the store shows when it differs from `session`: the winner's new tokens, or the
 /// end of the session. `None` while unchanged (or unreadable: the next poll retries).
-async fn changed(id: &SessionId, session: &Session, sessions: &Sessions) -> Option<Refreshed> {
+async fn changed(id: &SessionId, session: &Session, sessions: &Sessions) -> Option<Waited> {
     match sessions.load_uncached(id).await {
-        Ok(None) => Some(Refreshed::Ended),
+        Ok(None) => Some(Waited::Ended),
         Ok(Some(stored)) if stored.access_token != session.access_token => {
-            Some(Refreshed::Fresh(Box::new(stored)))
+            Some(Waited::Fresh(Box::new(stored)))
         }
         Ok(Some(_)) => None,
         Err(e) => {
@@ -78,7 +89,7 @@ async fn changed(id: &SessionId, session: &Session, sessions: &Sessions) -> Opti
 
 fn store_failed(e: &crate::session::store::StoreError) -> Turn {
     tracing::warn!(error = %e, "the refresh lock could not be taken; not refreshing now");
-    Turn::Done(Refreshed::Unavailable(RefreshFailure::StoreUnavailable))
+    Turn::Done(Waited::StoreUnavailable)
 }
 
 /// Runs `work` while holding `lock`, renewing it, then releases it.
