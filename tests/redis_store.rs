@@ -352,7 +352,9 @@ async fn sentinel_failover_keeps_sessions_working() {
     assert_eq!(
         before.len(),
         2,
-        "alice's and bob's sessions on the new master: {before:?}"
+        "alice's and bob's sessions on the new master: {before:?}\nnew master {new_master}:\n{}old master {old_master}:\n{}",
+        sentinel.dump(new_master).await.summary(),
+        sentinel.dump(old_master).await.summary()
     );
     let out = alice
         .navigate(&fleet.url_for(0, "/oauth2/sign_out?rd=/x"))

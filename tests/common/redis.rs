@@ -455,8 +455,9 @@ impl RedisSentinel {
     }
 
     /// `SENTINEL FAILOVER <master>` (retried while the sentinel has no replica it can
-    /// promote yet), then waits until the sentinel names the former replica as master and
-    /// that server says `role:master`. Returns the new master's port.
+    /// promote yet), then waits until the sentinel names the former replica as master,
+    /// that server says `role:master` and the old master replicates from it. Returns the
+    /// new master's port.
     pub async fn failover(&self) -> u16 {
         let old = self.master_port().await;
         let new = self
@@ -491,6 +492,18 @@ impl RedisSentinel {
                     .text();
                 let role = info_field(new, "replication", "role").await;
                 (named == new.to_string() && role.as_deref() == Some("master")).then_some(())
+            },
+        )
+        .await;
+        // The switch is over when the sentinel has turned the old master into a replica of
+        // the new one (Redis then drops the clients still connected to it).
+        wait_until(
+            "the old master to follow the new one",
+            Duration::from_secs(30),
+            || async move {
+                let role = info_field(old, "replication", "role").await;
+                let master = info_field(old, "replication", "master_port").await;
+                (role.as_deref() == Some("slave") && master == Some(new.to_string())).then_some(())
             },
         )
         .await;
