@@ -130,13 +130,13 @@ impl Link {
     }
 
     /// A client for a plain (non-cluster) connection to a node that sees every PUBLISH:
-    /// the server, a cluster node (`attempt` picks the seed), or the current master.
-    pub async fn pubsub_client(&self, attempt: usize) -> Result<Client, StoreError> {
+    /// the server, cluster seed `target`, or the current master (asked anew each time).
+    pub async fn pubsub_client(&self, target: usize) -> Result<Client, StoreError> {
         let found = tokio::time::timeout(self.timeout * 4, async {
             match &self.kind {
                 Kind::Standalone { client, .. } => Ok(client.clone()),
                 Kind::Cluster { seeds, .. } => seeds
-                    .get(attempt % seeds.len().max(1))
+                    .get(target % seeds.len().max(1))
                     .cloned()
                     .ok_or_else(|| StoreError("no cluster seed node".into())),
                 Kind::Sentinel { sentinel, .. } => sentinel
@@ -152,12 +152,13 @@ impl Link {
         found.unwrap_or_else(|_| Err(StoreError("resolving the Redis node timed out".into())))
     }
 
-    /// For a cluster, a client per seed node (to read what each node holds); `None`
-    /// elsewhere (the pub/sub node holds everything).
-    pub fn node_clients(&self) -> Option<Vec<Client>> {
+    /// How many pub/sub listeners to run: one per cluster seed node (a script's PUBLISH
+    /// reaches its own node's subscribers at once, the others over the cluster bus a
+    /// little later, so every master should have one), else one.
+    pub fn pubsub_targets(&self) -> usize {
         match &self.kind {
-            Kind::Cluster { seeds, .. } => Some(seeds.clone()),
-            _ => None,
+            Kind::Cluster { seeds, .. } => seeds.len().max(1),
+            _ => 1,
         }
     }
 

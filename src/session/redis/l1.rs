@@ -93,6 +93,8 @@ pub struct Listener {
     /// Markers older than this cover no live session (the absolute timeout).
     pub retention: Duration,
     pub timeout: Duration,
+    /// Which node to listen on (see `Link::pubsub_targets`).
+    pub target: usize,
 }
 
 impl Listener {
@@ -102,7 +104,7 @@ impl Listener {
         let mut attempt = 0usize;
         let mut reported = false;
         loop {
-            match self.listen(attempt).await {
+            match self.listen().await {
                 Ok(()) => {}
                 Err(e) if !reported => {
                     tracing::warn!(error = %e, "session invalidations from Redis are not received; retrying (the L1 serves at most cache_ttl meanwhile)");
@@ -122,8 +124,8 @@ impl Listener {
 
     /// One connection: subscribe, start afresh (clear the L1, reload the markers), then
     /// apply messages until the connection fails.
-    async fn listen(&self, attempt: usize) -> Result<(), StoreError> {
-        let client = self.link.pubsub_client(attempt).await?;
+    async fn listen(&self) -> Result<(), StoreError> {
+        let client = self.link.pubsub_client(self.target).await?;
         let pubsub = self
             .bounded(client.get_async_pubsub(), "connecting for pub/sub")
             .await?;
@@ -132,8 +134,8 @@ impl Listener {
         self.bounded(sink.subscribe(&channel), "subscribing")
             .await?;
         self.l1.clear();
-        let nodes = self.link.node_clients().unwrap_or_else(|| vec![client]);
-        if let Err(e) = self.reload_markers(&nodes).await {
+        // In a cluster each listener reads its own node: together, every node.
+        if let Err(e) = self.reload_markers(&[client]).await {
             tracing::warn!(error = %e, "reloading the back-channel logout markers failed");
         }
         tracing::info!("listening for session invalidations on Redis");

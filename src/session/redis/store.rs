@@ -25,12 +25,14 @@ pub struct RedisStore {
     keys: Keys,
     l1: Arc<L1>,
     markers: Arc<LogoutMarkers>,
-    listener: tokio::task::JoinHandle<()>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for RedisStore {
     fn drop(&mut self) {
-        self.listener.abort();
+        for listener in &self.listeners {
+            listener.abort();
+        }
     }
 }
 
@@ -50,23 +52,28 @@ impl RedisStore {
         };
         let l1 = Arc::new(L1::new(cfg.cache_ttl, capacity));
         let markers = Arc::new(LogoutMarkers::new());
-        let listener = tokio::spawn(
-            Listener {
-                link: link.clone(),
-                keys: keys.clone(),
-                l1: l1.clone(),
-                markers: markers.clone(),
-                retention,
-                timeout: cfg.timeout,
-            }
-            .run(),
-        );
+        let listeners = (0..link.pubsub_targets())
+            .map(|target| {
+                tokio::spawn(
+                    Listener {
+                        link: link.clone(),
+                        keys: keys.clone(),
+                        l1: l1.clone(),
+                        markers: markers.clone(),
+                        retention,
+                        timeout: cfg.timeout,
+                        target,
+                    }
+                    .run(),
+                )
+            })
+            .collect();
         RedisStore {
             link,
             keys,
             l1,
             markers,
-            listener,
+            listeners,
         }
     }
 
