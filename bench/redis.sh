@@ -38,6 +38,7 @@
 #   BENCH_DURATION=8s    measured run per target    BENCH_WARMUP=2s  warm-up per target
 #   BENCH_THREADS=1      wrk threads                BENCH_CONNECTIONS=16  wrk connections
 #   BENCH_ROUNDS=3       the three targets in turn this many times, medians reported
+#                        (0: no load, only the memory figures)
 #   BENCH_STORES="memory redis-l1 redis-nol1"  the stores measured, in this order
 #   BENCH_SESSIONS=100000  sessions for the memory figures (0: skip the fill and its build)
 #   BENCH_SAMPLE=1000    keys sampled with MEMORY USAGE
@@ -227,6 +228,7 @@ echo
 
 # ---------------------------------------------------------------- measuring
 declare -A RPS P50 P99 C0 C1 US
+if ((ROUNDS > 0)); then
 for ((round = 1; round <= ROUNDS; round++)); do
     for t in "${TARGETS[@]}"; do
         note "round $round/$ROUNDS: measuring ${LABEL[$t]} (${WARMUP} warm-up + ${DURATION})"
@@ -267,6 +269,8 @@ for t in "${TARGETS[@]}"; do
     printf 'memory after the run: %-13s VmRSS %s kB\n' "${LABEL[$t]}" "$(kb VmRSS "${PID[$t]}")"
 done
 
+fi
+
 # ---------------------------------------------------------------- report: memory
 ((SESSIONS > 0)) || exit 0
 has redis-l1 || has redis-nol1 || exit 0
@@ -287,7 +291,7 @@ keys_after=$(rcli dbsize)
 added_keys=$((keys_after - keys_before))
 cat "$TMP/fill.out"
 # A sample of session keys, in SCAN's (hash) order, and their MEMORY USAGE / STRLEN.
-rcli --scan --pattern "${PREFIX}s:*" --count 1000 | head -n "$SAMPLE" >"$TMP/sample.keys" || true
+rcli --scan --pattern "${PREFIX}s:*" | head -n "$SAMPLE" >"$TMP/sample.keys" || true
 sampled=$(wc -l <"$TMP/sample.keys")
 ((sampled > 0)) || die "no session keys under ${PREFIX}s:* to sample"
 sed 's/^/MEMORY USAGE /' "$TMP/sample.keys" | rcli >"$TMP/usage.out"
