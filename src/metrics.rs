@@ -209,15 +209,20 @@ mod tests {
     fn counts_show_up_in_the_exposition() {
         let m = get();
         m.route("route[9]").count(204);
-        // A label no other test uses: the registry is global and tests run in parallel.
+        // A label no other test uses: the registry is process-wide and in-process login
+        // tests count real logins in it.
         m.login("completed", "metrics_test");
         let text = m.render(Some(3));
         assert!(
             text.contains("portcullis_requests_total{route=\"route[9]\",class=\"2xx\"} 1"),
             "{text}"
         );
-        assert!(text
-            .contains("portcullis_logins_total{result=\"completed\",reason=\"metrics_test\"} 1"));
+        assert!(
+            text.contains(
+                "portcullis_logins_total{result=\"completed\",reason=\"metrics_test\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains("portcullis_sessions_active 3"));
         assert!(text.ends_with("# EOF\n"));
     }
