@@ -16,7 +16,6 @@ use futures_util::stream::{self, StreamExt};
 use portcullis::clock::now;
 use portcullis::config::{CliOverrides, Config, RedisConfig, SessionConfig, StoreConfig};
 use portcullis::session::crypto::Keyring;
-use portcullis::session::redis::RedisStore;
 use portcullis::session::store::SessionStore;
 use portcullis::session::Sessions;
 
@@ -102,19 +101,14 @@ async fn main() {
     }
 }
 
-/// The Redis store as the gateway opens it from `session.*` (`auth::open_store`), once it
-/// answers (it connects in the background).
+/// The Redis store exactly as the gateway opens it (`auth::open_store`), once it answers
+/// (it connects in the background).
 async fn open_store(
     cfg: &SessionConfig,
     redis: &RedisConfig,
     ca: &[rustls_pki_types::CertificateDer<'static>],
 ) -> Arc<dyn SessionStore> {
-    let store: Arc<dyn SessionStore> = Arc::new(RedisStore::open(
-        redis,
-        cfg.max_sessions.min(100_000),
-        cfg.absolute_timeout,
-        ca,
-    ));
+    let store = portcullis::auth::open_store(cfg, ca);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match store.ping().await {

@@ -178,8 +178,9 @@ impl Auth {
 const L1_MAX: u64 = 100_000;
 
 /// The store `session.store` names: in this process, or Redis shared by the replicas
-/// (connected in the background: start-up never waits for it).
-fn open_store(
+/// (connected in the background: start-up never waits for it). Public for the Redis
+/// benchmark's fill (`examples/redis_fill.rs`), which must store exactly as the gateway does.
+pub fn open_store(
     cfg: &SessionConfig,
     ca: &[rustls_pki_types::CertificateDer<'static>],
 ) -> Arc<dyn SessionStore> {
