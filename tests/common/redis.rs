@@ -134,41 +134,9 @@ impl RedisServer {
     async fn spawn(&mut self) -> Result<(), String> {
         let conf = self.dir.path().join("redis.conf");
         std::fs::write(&conf, self.config()).expect("write redis.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!("spawn redis-server: {e} (is the redis-server package installed?)")
-            })?;
+        let child = spawn_until_pong("redis-server", &conf, self.port, &self.log_path()).await?;
         self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
-                self.child = None;
-                return Err(format!(
-                    "redis-server exited with {status}; log:\n{}",
-                    self.log()
-                ));
-            }
-            if let Ok(mut conn) = Resp::connect(self.port).await {
-                if let Ok(Reply::Simple(pong)) = conn.cmd(&["PING"]).await {
-                    if pong == "PONG" {
-                        return Ok(());
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                return Err(format!(
-                    "no PONG within {START_TIMEOUT:?}; log:\n{}",
-                    self.log()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        Ok(())
     }
 
     /// SIGKILL (no shutdown, no final save) and waits for the process to exit.
@@ -385,50 +353,10 @@ impl RedisSentinel {
             master = self.servers[0].port(),
         );
         std::fs::write(&conf, text).expect("write sentinel.conf");
-        let child = Command::new("redis-sentinel")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!("spawn redis-sentinel: {e} (is the redis-sentinel package installed?)")
-            })?;
+        let log = dir.join("sentinel.log");
+        let child = spawn_until_pong("redis-sentinel", &conf, self.sentinel_port, &log).await?;
         self.sentinel = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self
-                .sentinel
-                .as_mut()
-                .unwrap()
-                .try_wait()
-                .expect("try_wait")
-            {
-                self.sentinel = None;
-                return Err(format!(
-                    "redis-sentinel exited with {status}; log:\n{}",
-                    self.sentinel_log()
-                ));
-            }
-            if let Ok(mut conn) = Resp::connect(self.sentinel_port).await {
-                if let Ok(Reply::Simple(pong)) = conn.cmd(&["PING"]).await {
-                    if pong == "PONG" {
-                        return Ok(());
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                if let Some(mut child) = self.sentinel.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                return Err(format!(
-                    "no PONG from the sentinel; log:\n{}",
-                    self.sentinel_log()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        Ok(())
     }
 
     pub fn sentinel_port(&self) -> u16 {
@@ -528,5 +456,48 @@ impl Drop for RedisSentinel {
                 self.sentinel_log()
             );
         }
+    }
+}
+
+/// Starts `program` (redis-server or redis-sentinel) on `conf` and waits until it answers
+/// PING on `port`; on failure it is killed and the error carries its `log`.
+async fn spawn_until_pong(
+    program: &str,
+    conf: &Path,
+    port: u16,
+    log: &Path,
+) -> Result<Child, String> {
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    let mut child = Command::new(program)
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn {program}: {e} (is its Debian package installed?)"))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Err(format!(
+                "{program} exited with {status}; log:\n{}",
+                read_log()
+            ));
+        }
+        if let Ok(mut conn) = Resp::connect(port).await {
+            if let Ok(Reply::Simple(pong)) = conn.cmd(&["PING"]).await {
+                if pong == "PONG" {
+                    return Ok(child);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{program}: no PONG within {START_TIMEOUT:?}; log:\n{}",
+                read_log()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
