@@ -345,26 +345,16 @@ impl Gateway {
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
-        let client = super::http::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("readiness client");
         let url = self.url_for("/healthz");
-        let deadline = Instant::now() + timeout;
-        let mut last;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Err(format!("gateway exited early with {status}"));
-            }
-            match client.get(&url).send().await {
-                Ok(resp) if resp.status() == reqwest::StatusCode::OK => return Ok(()),
-                Ok(resp) => last = format!("GET {url} answered {}", resp.status()),
-                Err(e) => last = format!("GET {url} failed: {e}"),
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("not ready within {timeout:?} (last: {last})"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut exited = None;
+        let ready = poll_healthz(&url, timeout, Duration::from_millis(50), || {
+            exited = self.child.try_wait().expect("try_wait");
+            exited.is_some()
+        })
+        .await?;
+        match exited {
+            Some(status) if !ready => Err(format!("gateway exited early with {status}")),
+            _ => Ok(()), // ready (a gone() that said "exited" always set the status)
         }
     }
 }
@@ -600,32 +590,50 @@ impl InProcessGateway {
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
-        let client = super::http::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("readiness client");
         let url = self.url_for("/healthz");
-        let deadline = Instant::now() + timeout;
-        let mut last;
-        loop {
-            if self.task.is_finished() {
-                let outcome = (&mut self.task).await;
-                return Err(match outcome {
-                    Ok(Ok(())) => "the gateway stopped serving".to_string(),
-                    Ok(Err(e)) => format!("the gateway failed: {e}"),
-                    Err(e) => format!("the gateway task ended: {e}"),
-                });
-            }
-            match client.get(&url).send().await {
-                Ok(resp) if resp.status() == StatusCode::OK => return Ok(()),
-                Ok(resp) => last = format!("GET {url} answered {}", resp.status()),
-                Err(e) => last = format!("GET {url} failed: {e}"),
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("not ready within {timeout:?} (last: {last})"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let task = &self.task;
+        if poll_healthz(&url, timeout, Duration::from_millis(20), || {
+            task.is_finished()
+        })
+        .await?
+        {
+            return Ok(());
         }
+        Err(match (&mut self.task).await {
+            Ok(Ok(())) => "the gateway stopped serving".to_string(),
+            Ok(Err(e)) => format!("the gateway failed: {e}"),
+            Err(e) => format!("the gateway task ended: {e}"),
+        })
+    }
+}
+
+/// Polls `GET url` every `interval` until it answers 200 (`Ok(true)`), `gone()` says the
+/// gateway has ended (`Ok(false)`), or `timeout` passes (`Err`, naming the last answer).
+async fn poll_healthz(
+    url: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut gone: impl FnMut() -> bool,
+) -> Result<bool, String> {
+    let client = super::http::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("readiness client");
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        if gone() {
+            return Ok(false);
+        }
+        match client.get(url).send().await {
+            Ok(resp) if resp.status() == StatusCode::OK => return Ok(true),
+            Ok(resp) => last = format!("GET {url} answered {}", resp.status()),
+            Err(e) => last = format!("GET {url} failed: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not ready within {timeout:?} (last: {last})"));
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 
