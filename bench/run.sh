@@ -406,20 +406,18 @@ if ((${#SECTIONS[@]})); then
             done
         done
     done
+    notes=()
     for sec in "${SECTIONS[@]}"; do
         for c in "${CONNS[@]}"; do
             for t in "${TARGETS[@]}"; do
-                [[ -z ${SOCKERR[$sec|$t|$c]:-} ]] || out "" "note: $sec ${LABEL[$t]} at $c connections: wrk ${SOCKERR[$sec|$t|$c]}"
+                [[ -z ${SOCKERR[$sec|$t|$c]:-} ]] || notes+=("note: $sec ${LABEL[$t]} at $c connections: wrk ${SOCKERR[$sec|$t|$c]}")
             done
+            if [[ $sec == pinned ]] && has upstream && awk -v x="${C0[pinned|upstream|$c]}" 'BEGIN { exit !(x > 15) }'; then
+                notes+=("warning: core $PROXY_CPU was ${C0[pinned|upstream|$c]}% busy during pinned upstream direct ($c connections), when no proxy was under load: other work shared the proxy core, the pinned figures are unreliable")
+            fi
         done
-        if [[ $sec == pinned ]] && has upstream; then
-            for c in "${CONNS[@]}"; do
-                if awk -v x="${C0[pinned|upstream|$c]}" 'BEGIN { exit !(x > 15) }'; then
-                    out "" "warning: core $PROXY_CPU was ${C0[pinned|upstream|$c]}% busy during pinned upstream direct ($c connections), when no proxy was under load: other work shared the proxy core, the pinned figures are unreliable"
-                fi
-            done
-        fi
     done
+    ((${#notes[@]} == 0)) || out "" "${notes[@]}"
 
     # ---------------------------------------------------------------- report: goals
     # goal text value ok: one line.
