@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables it sets are the callers'
 # bench/lib.sh: what the benchmark scripts share (sourced, not run): messages, CPU pinning,
 # process cleanup, the release build, free loopback ports, throwaway nginx instances
 # (the upstream and a plain reverse proxy), portcullis, redis-server, the test IdP and

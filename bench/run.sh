@@ -76,7 +76,7 @@
 #   BENCH_KEEP_TMP=1       keep the temp dir (configs, logs, wrk output of every run)
 #   BENCH_STORM_*          see bench/storm.sh (run with this run's binary and filter)
 # With the defaults: 2 sections x 8 targets x 2 connection counts x 12 s, ~7 minutes,
-# then the storm (~1.5 minutes) and the scale section.
+# then the storm (~3 minutes, most of it the 1,000 logins) and the scale section.
 #
 # Exit status: 0 when everything ran (goals met or not: the benchmark reports), 1 when
 # something broke: a tool missing, a process that did not start, a login that failed, a
@@ -250,8 +250,21 @@ check_bearer() {
     note "$name: the upstream receives Authorization: Bearer ${token:0:12}... (${#token} chars)"
 }
 
+# idp_diff stats-before stats-after: the IdP's counters that moved ("userinfo_requests
+# +3, ..."), empty when none did.
+idp_diff() {
+    awk -v a="$1" -v b="$2" 'function pairs(s, m,   k) {
+            while (match(s, /"[a-z_]+":[0-9]+/)) {
+                k = substr(s, RSTART + 1, RLENGTH - 1); s = substr(s, RSTART + RLENGTH)
+                split(k, kv, "\":"); m[kv[1]] += kv[2]
+            } }
+        BEGIN { pairs(a, x); pairs(b, y); out = ""
+            for (k in y) if (y[k] != x[k]) out = out (out == "" ? "" : ", ") k " +" (y[k] - x[k])
+            print out }'
+}
+
 # ---------------------------------------------------------------- one section
-declare -A RPS P50 P99 P999 US RSS NON2XX MISSING C0 SOCKERR
+declare -A RPS P50 P99 P999 US RSS NON2XX MISSING C0 SOCKERR IDPCALLS
 SECTIONS=()
 run_section() {
     local sec=$1 pinned=$2 dir=$TMP/$1 t port workers jar env_words=() redirects=() c key args
@@ -347,7 +360,10 @@ run_section() {
             args=()
             [[ -n ${HDR[$t]:-} ]] && args=(-H "${HDR[$t]}")
             note "$sec: ${LABEL[$t]}, $c connections"
+            idp0=$(idp_stats) || die "cannot read the IdP's statistics"
             WRK_SOFT=1 run_wrk "$sec-$t-c$c" "${URL[$t]}/" "${SERVER[$t]}" "${args[@]}"
+            idp1=$(idp_stats) || die "cannot read the IdP's statistics"
+            IDPCALLS[$key]=$(idp_diff "$idp0" "$idp1")
             RPS[$key]=$R_RPS; P50[$key]=$R_P50; P99[$key]=$R_P99; P999[$key]=$R_P999; US[$key]=$R_US
             RSS[$key]=$(tree_kb "${SERVER[$t]}"); NON2XX[$key]=$R_NON2XX; MISSING[$key]=$R_MISSING; C0[$key]=$R_C0
             SOCKERR[$key]=$R_SOCKERR
@@ -411,6 +427,8 @@ if ((${#SECTIONS[@]})); then
         for c in "${CONNS[@]}"; do
             for t in "${TARGETS[@]}"; do
                 [[ -z ${SOCKERR[$sec|$t|$c]:-} ]] || notes+=("note: $sec ${LABEL[$t]} at $c connections: wrk ${SOCKERR[$sec|$t|$c]}")
+                [[ -z ${IDPCALLS[$sec|$t|$c]:-} ]] \
+                    || notes+=("note: $sec ${LABEL[$t]} at $c connections: the IdP was called during the run (warm-up included): ${IDPCALLS[$sec|$t|$c]}")
             done
             if [[ $sec == pinned ]] && has upstream && awk -v x="${C0[pinned|upstream|$c]}" 'BEGIN { exit !(x > 15) }'; then
                 notes+=("warning: core $PROXY_CPU was ${C0[pinned|upstream|$c]}% busy during pinned upstream direct ($c connections), when no proxy was under load: other work shared the proxy core, the pinned figures are unreliable")

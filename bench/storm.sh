@@ -255,7 +255,7 @@ else
     ((not_upstream == 0)) || why+=("$not_upstream responses not from the upstream")
     [[ -z $R_SOCKERR ]] || why+=("wrk $R_SOCKERR")
     [[ $errors == "{}" ]] || why+=("IdP token errors $errors")
-    echo "goal      refresh storm: IdP calls == sessions ($refreshes vs $SESSIONS), zero errors — NOT met: $(IFS=';'; echo "${why[*]}" | sed 's/;/; /g')"
+    echo "goal      refresh storm: IdP calls == sessions ($refreshes vs $SESSIONS), zero errors — NOT met: $(printf '%s; ' "${why[@]}" | sed 's/; $//')"
     note "the gateway's log: $TMP/gateway.log (BENCH_KEEP_TMP=1 keeps it); its last lines:"
     tail -n 5 "$TMP/gateway.log" >&2 || true
 fi
