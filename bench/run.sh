@@ -264,7 +264,9 @@ idp_diff() {
 }
 
 # ---------------------------------------------------------------- one section
-declare -A RPS P50 P99 P999 US RSS NON2XX MISSING C0 SOCKERR IDPCALLS
+declare -A RPS P50 P99 P999 US RSS NON2XX MISSING C0 SOCKERR IDPCALLS REQUESTS
+# broken key: the run had non-2xx responses, responses not from the upstream, or none.
+broken() { ((NON2XX[$1] > 0 || MISSING[$1] > 0 || REQUESTS[$1] == 0)); }
 SECTIONS=()
 run_section() {
     local sec=$1 pinned=$2 dir=$TMP/$1 t port workers jar env_words=() redirects=() c key args
@@ -366,8 +368,8 @@ run_section() {
             IDPCALLS[$key]=$(idp_diff "$idp0" "$idp1")
             RPS[$key]=$R_RPS; P50[$key]=$R_P50; P99[$key]=$R_P99; P999[$key]=$R_P999; US[$key]=$R_US
             RSS[$key]=$(tree_kb "${SERVER[$t]}"); NON2XX[$key]=$R_NON2XX; MISSING[$key]=$R_MISSING; C0[$key]=$R_C0
-            SOCKERR[$key]=$R_SOCKERR
-            if ((R_NON2XX > 0 || R_MISSING > 0 || R_REQUESTS == 0)); then
+            SOCKERR[$key]=$R_SOCKERR; REQUESTS[$key]=$R_REQUESTS
+            if broken "$key"; then
                 BROKEN=1
                 note "error: $sec ${LABEL[$t]} at $c connections: $R_NON2XX non-2xx, $R_MISSING not from the upstream, $R_REQUESTS requests (wrk output: $TMP/$sec-$t-c$c.out)"
             fi
@@ -413,8 +415,8 @@ if ((${#SECTIONS[@]})); then
             for t in "${TARGETS[@]}"; do
                 key="$sec|$t|$c"
                 bad=${NON2XX[$key]}
-                ((MISSING[$key] == 0)) || bad+=" (+${MISSING[$key]} not from upstream) BROKEN"
-                ((NON2XX[$key] == 0)) || bad+=" BROKEN"
+                ((MISSING[$key] == 0)) || bad+=" (+${MISSING[$key]} not from upstream)"
+                ! broken "$key" || bad+=" BROKEN"
                 out "$(printf '| %s | %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s | %s | %s | %s |' \
                     "$sec" "${LABEL[$t]}" "$c" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" "${P999[$key]}" \
                     "${US[$key]}" "${RSS[$key]}" "$(ratio "${RPS[$key]}" "${RPS[$sec|nginx|$c]:-}")" \
@@ -439,32 +441,41 @@ if ((${#SECTIONS[@]})); then
 
     # ---------------------------------------------------------------- report: goals
     # goal text value ok: one line.
-    goal() { out "- $1: $2 — $(if (($3)); then echo met; else echo NOT met; fi)"; }
+    # goal text value ok [key...]: a goal from those runs; not judged if one was broken.
+    goal() {
+        local text=$1 value=$2 ok=$3 k verdict
+        shift 3
+        if ((ok)); then verdict=met; else verdict="NOT met"; fi
+        for k in "$@"; do broken "$k" && verdict="not judged: a BROKEN run ($k)"; done
+        out "- $text: $value — $verdict"
+    }
     int() { printf '%.0f' "$1"; }
     # cmp a op b: 1 when a op b (awk numbers).
     cmp() { awk -v a="$1" -v b="$3" "BEGIN { print (a $2 b) ? 1 : 0 }"; }
-    if has memory; then
+    if ! has memory || ! { has nginx || has apache; }; then
+        out "" "Goals (issue 14): not computed (they need the memory target and nginx and/or apache)."
+    else
         for sec in "${SECTIONS[@]}"; do
             out "" "Goals (issue 14) for portcullis logged in (memory), $sec:"
             for c in "${CONNS[@]}"; do
                 m=$sec\|memory\|$c; n=$sec\|nginx\|$c; a=$sec\|apache\|$c
                 if [[ -n ${RPS[$n]:-} ]]; then
                     x=$(awk -v a="${RPS[$m]}" -v b="${RPS[$n]}" 'BEGIN { printf "%.2f", a / b }')
-                    goal "req/s ≥ 0.9× nginx proxy at $c connections" "${x}× ($(int "${RPS[$m]}") vs $(int "${RPS[$n]}") req/s)" "$(cmp "$x" ">=" 0.9)"
+                    goal "req/s ≥ 0.9× nginx proxy at $c connections" "${x}× ($(int "${RPS[$m]}") vs $(int "${RPS[$n]}") req/s)" "$(cmp "$x" ">=" 0.9)" "$m" "$n"
                 fi
                 if [[ -n ${RPS[$a]:-} ]]; then
                     x=$(awk -v a="${RPS[$m]}" -v b="${RPS[$a]}" 'BEGIN { printf "%.2f", a / b }')
-                    goal "req/s ≥ 5× Apache + mod_auth_openidc at $c connections" "${x}× ($(int "${RPS[$m]}") vs $(int "${RPS[$a]}") req/s)" "$(cmp "$x" ">=" 5)"
+                    goal "req/s ≥ 5× Apache + mod_auth_openidc at $c connections" "${x}× ($(int "${RPS[$m]}") vs $(int "${RPS[$a]}") req/s)" "$(cmp "$x" ">=" 5)" "$m" "$a"
                 fi
             done
             c=${CONNS[0]}; m=$sec\|memory\|$c; n=$sec\|nginx\|$c
             if [[ -n ${RPS[$n]:-} ]]; then
                 x=$(awk -v a="${P99[$m]}" -v b="${P99[$n]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-                goal "p99 ≤ 1.5× nginx proxy's at $c connections" "${x}× (${P99[$m]} vs ${P99[$n]} ms)" "$(cmp "$x" "<=" 1.5)"
+                goal "p99 ≤ 1.5× nginx proxy's at $c connections" "${x}× (${P99[$m]} vs ${P99[$n]} ms)" "$(cmp "$x" "<=" 1.5)" "$m" "$n"
                 for c in "${CONNS[@]}"; do
                     m=$sec\|memory\|$c; n=$sec\|nginx\|$c
                     x=$(awk -v a="${US[$m]}" -v b="${US[$n]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-                    goal "CPU/request ≤ 1.2× nginx proxy's at $c connections" "${x}× (${US[$m]} vs ${US[$n]} µs)" "$(cmp "$x" "<=" 1.2)"
+                    goal "CPU/request ≤ 1.2× nginx proxy's at $c connections" "${x}× (${US[$m]} vs ${US[$n]} µs)" "$(cmp "$x" "<=" 1.2)" "$m" "$n"
                 done
             fi
         done
