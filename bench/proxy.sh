@@ -75,19 +75,7 @@ take_port PC_PORT
 start_upstream "$UP_PORT" "$BODY" "${LOAD_PIN[@]}"
 
 NGX_DIR=$TMP/nginx-proxy
-nginx_conf "$NGX_DIR" "$PROXY_THREADS" "    upstream upstream {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$NGX_PORT;
-        location / {
-            proxy_pass http://upstream;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }
-    }"
+nginx_proxy_conf "$NGX_DIR" "$PROXY_THREADS" "$NGX_PORT" "$UP_PORT"
 start_nginx NGX "$NGX_DIR" "${PROXY_PIN[@]}"
 wait_body "nginx proxy" "$NGX_PID" "http://127.0.0.1:$NGX_PORT/" "$BODY" \
     || { show_log "$NGX_DIR/logs/error.log"; die "nginx proxy did not start or does not proxy"; }
@@ -105,12 +93,7 @@ path = "/"
 upstream = "http://127.0.0.1:$UP_PORT"
 public = true
 EOF
-# RUST_LOG would override log.filter; the bench measures the configured filter.
-"${PROXY_PIN[@]}" env -u RUST_LOG TOKIO_WORKER_THREADS="$PROXY_THREADS" \
-    "$BIN" run --config "$PC_CONF" >"$PC_LOG" 2>&1 &
-PIDS+=($!)
-PC_PID=$!
-wait_http portcullis "$PC_PID" "http://127.0.0.1:$PC_PORT/healthz" "$PC_LOG"
+start_portcullis portcullis "$PC_CONF" "$PC_LOG" "${PROXY_PIN[@]}" TOKIO_WORKER_THREADS="$PROXY_THREADS"
 wait_body portcullis "$PC_PID" "http://127.0.0.1:$PC_PORT/" "$BODY" \
     || { show_log "$PC_LOG"; die "portcullis does not proxy to the upstream"; }
 
