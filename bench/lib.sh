@@ -249,8 +249,8 @@ nginx_proxy_conf() {
 
 # start_portcullis name config log cpu-prefix... [VAR=value...]: the gateway (BIN) with
 # that config, RUST_LOG unset (it would override log.filter: the benchmarks measure the
-# configured filter) and TOKIO_WORKER_THREADS unset unless given after the prefix (e.g.
-# `taskset -c 0 TOKIO_WORKER_THREADS=1`: everything up to the first VAR=value is the
+# configured filter) and PORTCULLIS__SERVER__WORKERS (server.workers) unset unless given after the prefix (e.g.
+# `taskset -c 0 PORTCULLIS__SERVER__WORKERS=1`: everything up to the first VAR=value is the
 # prefix). Sets PC_PID; waits for /readyz on the config's server.listen.
 start_portcullis() {
     local name=$1 conf=$2 log=$3 prefix=() listen
@@ -258,7 +258,7 @@ start_portcullis() {
     while (($#)) && [[ $1 != *=* ]]; do prefix+=("$1"); shift; done
     listen=$(awk -F'"' '/^listen *=/ { print $2; exit }' "$conf")
     [[ -n $listen ]] || die "$name: no server.listen in $conf"
-    "${prefix[@]}" env -u RUST_LOG -u TOKIO_WORKER_THREADS "$@" "$BIN" run --config "$conf" >"$log" 2>&1 &
+    "${prefix[@]}" env -u RUST_LOG -u TOKIO_WORKER_THREADS -u PORTCULLIS__SERVER__WORKERS "$@" "$BIN" run --config "$conf" >"$log" 2>&1 &
     PIDS+=($!)
     PC_PID=$!
     wait_http "$name" "$PC_PID" "http://$listen/readyz" "$log"

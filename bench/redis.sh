@@ -24,7 +24,7 @@
 #                gateway's config builds; then INFO memory and MEMORY USAGE on a sample
 #
 # Pinning (2-core machine), as bench/proxy.sh does: core 0 (BENCH_PROXY_CPU) runs the
-# gateway under test alone (TOKIO_WORKER_THREADS=1; the two idle gateways share it but
+# gateway under test alone (PORTCULLIS__SERVER__WORKERS=1; the two idle gateways share it but
 # take no load); core 1 (BENCH_LOAD_CPU) runs wrk, the upstream, the IdP and Redis (Redis
 # stands for a server on another machine: its CPU is not the gateway's). The core%
 # columns show which core saturated; "cpu us/req" is the gateway's CPU time (user +
@@ -149,7 +149,7 @@ $(gateway_conf "$t")
 path = "/"
 upstream = "http://127.0.0.1:$UP_PORT"
 EOF
-    start_portcullis "portcullis ($t)" "${CONF[$t]}" "${LOG[$t]}" "${PROXY_PIN[@]}" TOKIO_WORKER_THREADS=1
+    start_portcullis "portcullis ($t)" "${CONF[$t]}" "${LOG[$t]}" "${PROXY_PIN[@]}" PORTCULLIS__SERVER__WORKERS=1
     PID[$t]=$PC_PID
 done
 
@@ -176,10 +176,10 @@ echo "== portcullis session store benchmark (logged-in requests)"
 echo "binary       $BIN"
 echo "machine      $(nproc) CPUs online; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 if ((PIN)); then
-    echo "pinning      core $PROXY_CPU: the gateway under test (TOKIO_WORKER_THREADS=1)"
+    echo "pinning      core $PROXY_CPU: the gateway under test (PORTCULLIS__SERVER__WORKERS=1)"
     echo "             core $LOAD_CPU: wrk, upstream nginx, redis-server, test IdP"
 else
-    echo "pinning      none (BENCH_UNPINNED=1 or taskset unusable); gateways TOKIO_WORKER_THREADS=1"
+    echo "pinning      none (BENCH_UNPINNED=1 or taskset unusable); gateways PORTCULLIS__SERVER__WORKERS=1"
 fi
 echo "upstream     nginx 127.0.0.1:$UP_PORT, return 200 (20 bytes)"
 echo "redis        $(redis-server --version | grep -o 'v=[^ ]*') 127.0.0.1:$REDIS_PORT, no persistence"

@@ -29,7 +29,7 @@
 #             default runtime (BENCH_PC_UNPINNED_ENV, default none)
 #   pinned    each proxy alone on core BENCH_PROXY_CPU with one worker: nginx
 #             worker_processes 1, Apache one child process (ThreadsPerChild 256),
-#             portcullis with BENCH_PC_PINNED_ENV ("TOKIO_WORKER_THREADS=1"); wrk, the
+#             portcullis with BENCH_PC_PINNED_ENV ("PORTCULLIS__SERVER__WORKERS=1"); wrk, the
 #             upstream, the IdP and Redis on core BENCH_LOAD_CPU (as bench/proxy.sh pins)
 #   storm     bench/storm.sh: 1,000 sessions whose access tokens expire together under load
 #   scale     bench/scale.sh, when it exists (session scale: 1,000,000 sessions)
@@ -65,8 +65,8 @@
 #                          the targets measured, in this order
 #   BENCH_SKIP=            sections left out: unpinned,pinned,storm,scale
 #   BENCH_LOG_FILTER=warn  portcullis log.filter
-#   BENCH_PC_PINNED_ENV="TOKIO_WORKER_THREADS=1"   environment of every pinned portcullis
-#                          (VAR=value words; e.g. add PORTCULLIS_WORKERS=1)
+#   BENCH_PC_PINNED_ENV="PORTCULLIS__SERVER__WORKERS=1"   environment of every pinned portcullis
+#                          (VAR=value words; PORTCULLIS__SERVER__WORKERS is server.workers)
 #   BENCH_PC_UNPINNED_ENV= environment of every unpinned portcullis (default runtime)
 #   BENCH_PROXY_CPU=0      BENCH_LOAD_CPU=1     cores of the pinned section
 #   BENCH_APACHE_MPM_UNPINNED="2 2 256 256 512 1 512"  BENCH_APACHE_MPM_PINNED="1 1 256 256 256 1 256"
@@ -96,7 +96,7 @@ read -r -a TARGETS <<<"${BENCH_TARGETS:-upstream nginx apache public memory bear
 SKIP=",${BENCH_SKIP:-},"
 SKIP=${SKIP// /}
 LOG_FILTER=${BENCH_LOG_FILTER:-warn}
-read -r -a PC_PINNED_ENV <<<"${BENCH_PC_PINNED_ENV-TOKIO_WORKER_THREADS=1}"
+read -r -a PC_PINNED_ENV <<<"${BENCH_PC_PINNED_ENV-PORTCULLIS__SERVER__WORKERS=1}"
 read -r -a PC_UNPINNED_ENV <<<"${BENCH_PC_UNPINNED_ENV:-}"
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}

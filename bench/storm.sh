@@ -49,7 +49,7 @@
 #                                 figures (counted as a socket timeout) instead of measured
 #   BENCH_LOG_FILTER=warn         the gateway's log.filter
 #   BENCH_UNPINNED=1              BENCH_PROXY_CPU=0  BENCH_LOAD_CPU=1
-#   BENCH_PC_PINNED_ENV="TOKIO_WORKER_THREADS=1"  the gateway's environment when pinned
+#   BENCH_PC_PINNED_ENV="PORTCULLIS__SERVER__WORKERS=1"  the gateway's environment when pinned
 #   BENCH_KEEP_TMP=1              keep the temp dir (configs, logs, cookies, wrk output)
 #
 # Exit status: 0 when the storm ran (goal met or not: the numbers are the finding), 1 when
@@ -69,7 +69,7 @@ THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_STORM_CONNECTIONS:-256}
 WRK_TIMEOUT=${BENCH_STORM_TIMEOUT:-30s}
 LOG_FILTER=${BENCH_LOG_FILTER:-warn}
-read -r -a PC_PINNED_ENV <<<"${BENCH_PC_PINNED_ENV-TOKIO_WORKER_THREADS=1}"
+read -r -a PC_PINNED_ENV <<<"${BENCH_PC_PINNED_ENV-PORTCULLIS__SERVER__WORKERS=1}"
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 export BENCH_UNPINNED=${BENCH_UNPINNED:-1}
