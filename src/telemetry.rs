@@ -12,9 +12,9 @@
 //! [`init`] returns must live until the process exits: dropping it writes out what is
 //! still queued.
 
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -47,16 +47,7 @@ pub fn init(log: &LogConfig) -> LogGuard {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(&log.filter).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    // The worker writes each line into the buffer and flushes whenever the queue is
-    // empty, so the buffer batches exactly the lines that queued up meanwhile.
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("portcullis-log")
-        .finish(BufWriter::with_capacity(
-            WRITE_BATCH_BYTES,
-            std::io::stderr(),
-        ));
+    let (writer, guard) = background_writer(std::io::stderr(), QUEUED_LINES);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -75,5 +66,122 @@ pub fn init(log: &LogConfig) -> LogGuard {
     .is_ok();
     LogGuard {
         _writer: installed.then_some(guard),
+    }
+}
+
+/// The writer thread over `out`. It writes each line into a buffer and flushes whenever
+/// the queue is empty, so one write carries exactly the lines that queued up meanwhile.
+fn background_writer<W: Write + Send + 'static>(
+    out: W,
+    queued_lines: usize,
+) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(queued_lines)
+        .thread_name("portcullis-log")
+        .finish(BufWriter::with_capacity(WRITE_BATCH_BYTES, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// Stands for stderr: records each `write` it is given, taking `delay` for each (a
+    /// slow reader at the other end of the pipe).
+    #[derive(Clone, Default)]
+    struct Recorder {
+        writes: Arc<Mutex<Vec<Vec<u8>>>>,
+        delay: Duration,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(self.delay);
+            self.writes.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn text(&self) -> String {
+            String::from_utf8(self.writes.lock().unwrap().concat()).unwrap()
+        }
+    }
+
+    fn line(i: usize) -> String {
+        format!("{i:>6} {}\n", "x".repeat(90))
+    }
+
+    #[test]
+    fn a_line_is_written_as_soon_as_it_is_logged() {
+        let out = Recorder::default();
+        let (writer, _guard) = background_writer(out.clone(), QUEUED_LINES);
+        let mut w = writer.clone();
+        w.write_all(line(1).as_bytes()).unwrap();
+        // The guard is still held: the line was not written by a final flush.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while out.text() != line(1) {
+            assert!(Instant::now() < deadline, "the line was not written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn dropping_the_guard_writes_out_the_backlog_in_batches() {
+        const LINES: usize = 2_000;
+        let out = Recorder {
+            delay: Duration::from_millis(2),
+            ..Recorder::default()
+        };
+        let (writer, guard) = background_writer(out.clone(), QUEUED_LINES);
+        for i in 0..LINES {
+            writer.clone().write_all(line(i).as_bytes()).unwrap();
+        }
+        drop(guard);
+        let expected: String = (0..LINES).map(line).collect();
+        assert_eq!(out.text(), expected);
+        let writes = out.writes.lock().unwrap();
+        assert!(writes.iter().all(|w| w.len() <= WRITE_BATCH_BYTES));
+        // ~40 lines a write while a backlog waits (one line a write would be 2,000).
+        assert!(writes.len() < LINES / 10, "{} writes", writes.len());
+    }
+
+    #[test]
+    fn a_full_queue_makes_the_logger_wait_and_loses_nothing() {
+        const LINES: usize = 300;
+        let out = Recorder {
+            delay: Duration::from_millis(1),
+            ..Recorder::default()
+        };
+        let (writer, guard) = background_writer(out.clone(), 4);
+        let loggers: Vec<_> = (0..3)
+            .map(|t| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..LINES {
+                        writer
+                            .clone()
+                            .write_all(line(t * LINES + i).as_bytes())
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for logger in loggers {
+            logger.join().unwrap();
+        }
+        drop(guard);
+        let mut written: Vec<&str> = Vec::new();
+        let text = out.text();
+        written.extend(text.split_inclusive('\n'));
+        written.sort();
+        let mut expected: Vec<String> = (0..3 * LINES).map(line).collect();
+        expected.sort();
+        assert_eq!(written, expected);
     }
 }
