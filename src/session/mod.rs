@@ -46,6 +46,10 @@ const OPENED_CACHE_MAX: u64 = 10_000;
 /// Plain tokens of a session nobody uses do not linger in memory.
 const OPENED_CACHE_IDLE: Duration = Duration::from_secs(300);
 
+/// Store key → (the sealed bytes it was opened from, the opened session).
+type OpenedCache =
+    moka::sync::Cache<crypto::StoreKey, (Arc<[u8]>, Arc<OpenedSession>), crypto::StoreKeyHasher>;
+
 /// A session as opened from the store, with what every request derives from it (the
 /// identity headers) built once.
 #[derive(Debug)]
@@ -131,11 +135,7 @@ pub struct Sessions {
     /// How long a consumed login `state` is remembered.
     login_timeout: Duration,
     /// Store key → (the sealed bytes it was opened from, the opened session).
-    opened: moka::sync::Cache<
-        crypto::StoreKey,
-        (Arc<[u8]>, Arc<OpenedSession>),
-        crypto::StoreKeyHasher,
-    >,
+    opened: OpenedCache,
 }
 
 impl Sessions {
