@@ -263,6 +263,7 @@ METRICS_OK=1
 check_metrics() { # label before after wrk-requests
     ((METRICS_OK)) || return 0
     local label=$1 want=$4 b a ok other up refr
+    [[ $2 != none && $3 != none ]] || die "$label: cannot read the gateway's /metrics"
     read -r -a b <<<"$2"; read -r -a a <<<"$3"
     ok=$((a[0] - b[0])); other=$((a[1] - b[1])); up=$((a[2] - b[2])); refr=$((a[3] - b[3]))
     ((other == 0)) || die "$label: the gateway answered $other requests with a status other than 2xx"

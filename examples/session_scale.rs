@@ -271,9 +271,10 @@ fn fill(
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .try_for_each(|w| w.join().unwrap_or_else(|_| Err("a fill thread panicked".into())))
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err("a fill thread panicked".into()))
+        })
     })
 }
 
