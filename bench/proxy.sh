@@ -14,9 +14,8 @@
 # Fairness (2-core machine). By default everything is pinned with taskset:
 #   core 0 (BENCH_PROXY_CPU)  the proxy under test, alone: nginx with
 #                             worker_processes 1, or portcullis with
-#                             TOKIO_WORKER_THREADS=1 (the gateway builds tokio's
-#                             multi-thread runtime with defaults, which honours that
-#                             variable). Each proxy gets the same single core; only
+#                             PORTCULLIS__SERVER__WORKERS=1 (server.workers: one
+#                             serving thread). Each proxy gets the same single core; only
 #                             one proxy is under load at a time.
 #   core 1 (BENCH_LOAD_CPU)   the upstream nginx and wrk, identical in every run.
 # So "upstream direct" is the ceiling of this setup: core 1 doing the same work
@@ -31,7 +30,7 @@
 # limit). portcullis still does more per request than nginx here (X-Forwarded-*,
 # X-Request-Id, route match): that is the product being measured.
 # BENCH_UNPINNED=1 runs without taskset; BENCH_PROXY_THREADS (default 1) sets both
-# nginx's worker_processes and TOKIO_WORKER_THREADS for the proxies under test.
+# nginx's worker_processes and PORTCULLIS__SERVER__WORKERS for the proxies under test.
 #
 # Environment:
 #   PORTCULLIS_BIN       use this binary, skip `cargo build --release --locked`
@@ -75,19 +74,7 @@ take_port PC_PORT
 start_upstream "$UP_PORT" "$BODY" "${LOAD_PIN[@]}"
 
 NGX_DIR=$TMP/nginx-proxy
-nginx_conf "$NGX_DIR" "$PROXY_THREADS" "    upstream upstream {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$NGX_PORT;
-        location / {
-            proxy_pass http://upstream;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }
-    }"
+nginx_proxy_conf "$NGX_DIR" "$PROXY_THREADS" "$NGX_PORT" "$UP_PORT"
 start_nginx NGX "$NGX_DIR" "${PROXY_PIN[@]}"
 wait_body "nginx proxy" "$NGX_PID" "http://127.0.0.1:$NGX_PORT/" "$BODY" \
     || { show_log "$NGX_DIR/logs/error.log"; die "nginx proxy did not start or does not proxy"; }
@@ -105,12 +92,7 @@ path = "/"
 upstream = "http://127.0.0.1:$UP_PORT"
 public = true
 EOF
-# RUST_LOG would override log.filter; the bench measures the configured filter.
-"${PROXY_PIN[@]}" env -u RUST_LOG TOKIO_WORKER_THREADS="$PROXY_THREADS" \
-    "$BIN" run --config "$PC_CONF" >"$PC_LOG" 2>&1 &
-PIDS+=($!)
-PC_PID=$!
-wait_http portcullis "$PC_PID" "http://127.0.0.1:$PC_PORT/healthz" "$PC_LOG"
+start_portcullis portcullis "$PC_CONF" "$PC_LOG" "${PROXY_PIN[@]}" PORTCULLIS__SERVER__WORKERS="$PROXY_THREADS"
 wait_body portcullis "$PC_PID" "http://127.0.0.1:$PC_PORT/" "$BODY" \
     || { show_log "$PC_LOG"; die "portcullis does not proxy to the upstream"; }
 
@@ -120,10 +102,10 @@ echo "== portcullis proxy benchmark"
 echo "binary       $BIN"
 echo "machine      $(nproc) CPUs online; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 if ((PIN)); then
-    echo "pinning      core $PROXY_CPU: proxy under test (nginx worker_processes $PROXY_THREADS | portcullis TOKIO_WORKER_THREADS=$PROXY_THREADS)"
+    echo "pinning      core $PROXY_CPU: proxy under test (nginx worker_processes $PROXY_THREADS | portcullis PORTCULLIS__SERVER__WORKERS=$PROXY_THREADS)"
     echo "             core $LOAD_CPU: upstream nginx + wrk"
 else
-    echo "pinning      none (BENCH_UNPINNED=1 or taskset unusable); proxies: nginx worker_processes $PROXY_THREADS, portcullis TOKIO_WORKER_THREADS=$PROXY_THREADS"
+    echo "pinning      none (BENCH_UNPINNED=1 or taskset unusable); proxies: nginx worker_processes $PROXY_THREADS, portcullis PORTCULLIS__SERVER__WORKERS=$PROXY_THREADS"
 fi
 echo "upstream     nginx 127.0.0.1:$UP_PORT (pid $UP_PID, workers $(nginx_workers "$UP_PID"))"
 echo "nginx proxy  nginx 127.0.0.1:$NGX_PORT (pid $NGX_PID, workers $(nginx_workers "$NGX_PID")), keepalive 64 to upstream"

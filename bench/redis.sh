@@ -24,7 +24,7 @@
 #                gateway's config builds; then INFO memory and MEMORY USAGE on a sample
 #
 # Pinning (2-core machine), as bench/proxy.sh does: core 0 (BENCH_PROXY_CPU) runs the
-# gateway under test alone (TOKIO_WORKER_THREADS=1; the two idle gateways share it but
+# gateway under test alone (PORTCULLIS__SERVER__WORKERS=1; the two idle gateways share it but
 # take no load); core 1 (BENCH_LOAD_CPU) runs wrk, the upstream, the IdP and Redis (Redis
 # stands for a server on another machine: its CPU is not the gateway's). The core%
 # columns show which core saturated; "cpu us/req" is the gateway's CPU time (user +
@@ -102,28 +102,14 @@ has() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 start_upstream "$UP_PORT" "$BODY" "${LOAD_PIN[@]}"
 
 REDIS_DIR=$TMP/redis
-mkdir -p "$REDIS_DIR"
-"${LOAD_PIN[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" \
-    --save "" --appendonly no --daemonize no --logfile "$REDIS_DIR/redis.log" &
-PIDS+=($!)
-REDIS_PID=$!
-for ((i = 0; ; i++)); do
-    kill -0 "$REDIS_PID" 2>/dev/null || { show_log "$REDIS_DIR/redis.log"; die "redis-server exited during start-up"; }
-    [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
-    ((i < 100)) || { show_log "$REDIS_DIR/redis.log"; die "redis-server did not answer PING within 10 s"; }
-    sleep 0.1
-done
+start_redis "$REDIS_DIR" "$REDIS_PORT" "${LOAD_PIN[@]}"
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 
 redirects=()
 for t in "${TARGETS[@]}"; do redirects+=("http://127.0.0.1:${PORT[$t]}/oauth2/callback"); done
 IDP_LOG=$TMP/idp.log
-(IFS=,; exec "${LOAD_PIN[@]}" env IDP_PORT="$IDP_PORT" CLIENT_SECRET="$CLIENT_SECRET" \
-    REDIRECT_URIS="${redirects[*]}" node "$ROOT/tests/idp/server.mjs") >"$TMP/idp.out" 2>"$IDP_LOG" &
-PIDS+=($!)
-IDP_PID=$!
-ISSUER=http://127.0.0.1:$IDP_PORT
-wait_http "test IdP" "$IDP_PID" "$ISSUER/.well-known/openid-configuration" "$IDP_LOG"
+start_idp "$IDP_PORT" "$IDP_LOG" "${LOAD_PIN[@]}" CLIENT_SECRET="$CLIENT_SECRET" \
+    REDIRECT_URIS="$(IFS=,; echo "${redirects[*]}")"
 
 # ---------------------------------------------------------------- gateways
 SESSION_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
@@ -163,35 +149,17 @@ $(gateway_conf "$t")
 path = "/"
 upstream = "http://127.0.0.1:$UP_PORT"
 EOF
-    # RUST_LOG would override log.filter; the bench measures the configured filter.
-    "${PROXY_PIN[@]}" env -u RUST_LOG TOKIO_WORKER_THREADS=1 \
-        "$BIN" run --config "${CONF[$t]}" >"${LOG[$t]}" 2>&1 &
-    PIDS+=($!)
-    PID[$t]=$!
-done
-for t in "${TARGETS[@]}"; do
-    wait_http "portcullis ($t)" "${PID[$t]}" "http://127.0.0.1:${PORT[$t]}/readyz" "${LOG[$t]}"
+    start_portcullis "portcullis ($t)" "${CONF[$t]}" "${LOG[$t]}" "${PROXY_PIN[@]}" PORTCULLIS__SERVER__WORKERS=1
+    PID[$t]=$PC_PID
 done
 
 # ---------------------------------------------------------------- login
 # login target: the authorization code flow through the test IdP's devInteractions
-# forms (tests/idp/README.md), with a cookie jar per login; sets COOKIE[target].
-form_action() { grep -o 'action="[^"]*"' | head -n 1 | sed 's/^action="//; s/"$//; s/&amp;/\&/g'; }
+# forms (lib.sh idp_login), with a cookie jar per login; sets COOKIE[target].
 login() {
-    local t=$1 gw="http://127.0.0.1:${PORT[$1]}" jar="$TMP/$1.jar" page action
-    local c=(curl -sS --max-time 10 -L --max-redirs 20 -c "$jar" -b "$jar" -H 'Accept: text/html')
-    page=$("${c[@]}" "$gw/") || die "$t: login: GET / failed"
-    action=$(form_action <<<"$page")
-    [[ $action == "$ISSUER"/interaction/* ]] || die "$t: login: no IdP login form after GET / (got: ${page:0:200})"
-    page=$("${c[@]}" --data 'prompt=login&login=bench&password=bench' "$action") \
-        || die "$t: login: posting the IdP login form failed"
-    if [[ $page == *'name="prompt" value="consent"'* ]]; then
-        action=$(form_action <<<"$page")
-        page=$("${c[@]}" --data 'prompt=consent' "$action") || die "$t: login: posting the consent form failed"
-    fi
-    [[ $page == "$BODY" ]] || { show_log "${LOG[$t]}"; die "$t: login did not end at the upstream (got: ${page:0:200})"; }
-    COOKIE[$t]=$(awk -F'\t' '$6 == "portcullis" { v = $7 } END { print v }' "$jar")
-    [[ -n ${COOKIE[$t]} ]] || die "$t: login set no session cookie"
+    local t=$1 gw="http://127.0.0.1:${PORT[$1]}"
+    idp_login "$t" "$gw/" "$TMP/$t.jar" portcullis "$BODY" "${LOG[$t]}"
+    COOKIE[$t]=$LOGIN_COOKIE
     # The session alone (no jar, no redirects) passes: this is what wrk sends.
     wait_body "portcullis ($t)" "${PID[$t]}" "$gw/" "$BODY" -H "Cookie: portcullis=${COOKIE[$t]}" \
         || die "$t: the session cookie does not pass"
@@ -208,10 +176,10 @@ echo "== portcullis session store benchmark (logged-in requests)"
 echo "binary       $BIN"
 echo "machine      $(nproc) CPUs online; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 if ((PIN)); then
-    echo "pinning      core $PROXY_CPU: the gateway under test (TOKIO_WORKER_THREADS=1)"
+    echo "pinning      core $PROXY_CPU: the gateway under test (PORTCULLIS__SERVER__WORKERS=1)"
     echo "             core $LOAD_CPU: wrk, upstream nginx, redis-server, test IdP"
 else
-    echo "pinning      none (BENCH_UNPINNED=1 or taskset unusable); gateways TOKIO_WORKER_THREADS=1"
+    echo "pinning      none (BENCH_UNPINNED=1 or taskset unusable); gateways PORTCULLIS__SERVER__WORKERS=1"
 fi
 echo "upstream     nginx 127.0.0.1:$UP_PORT, return 200 (20 bytes)"
 echo "redis        $(redis-server --version | grep -o 'v=[^ ]*') 127.0.0.1:$REDIS_PORT, no persistence"

@@ -2,6 +2,7 @@
 //! limits → own endpoints → route → session → policy → header rewrite → upstream.
 //! Each step uses only what the steps before it returned.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -23,9 +24,11 @@ use crate::response;
 use crate::routes::{Route, RouteTable};
 
 pub struct Gateway {
-    routes: RouteTable,
+    routes: Arc<RouteTable>,
+    /// This serving thread's upstream pool (see `for_worker`).
     upstream: Upstream,
-    auth: Option<Auth>,
+    /// Shared by every serving thread: one session store, one IdP client.
+    auth: Option<Arc<Auth>>,
     max_header_bytes: usize,
     max_uri_length: usize,
     trust_forwarded: bool,
@@ -56,9 +59,9 @@ impl Gateway {
             &server.upstream_ca,
         );
         let upstream = Upstream::new(client.clone());
-        let auth = Auth::new(config, &client);
+        let auth = Auth::new(config, &client).map(Arc::new);
         Gateway {
-            routes: RouteTable::new(&config.routes),
+            routes: Arc::new(RouteTable::new(&config.routes)),
             upstream,
             auth,
             max_header_bytes: server.max_header_bytes,
@@ -73,6 +76,31 @@ impl Gateway {
             metrics_here: server.metrics_listen.is_none(),
             own_metrics: crate::metrics::get().route("gateway"),
             unrouted_metrics: crate::metrics::get().route("none"),
+        }
+    }
+
+    /// The same gateway for another serving thread: everything shared but the upstream
+    /// pool, which is the thread's own so a proxied request never hands its connection
+    /// to another thread (no cross-thread wake-ups on the hot path).
+    pub fn for_worker(&self, server: &crate::config::ServerConfig) -> Gateway {
+        let client = HttpClient::new(
+            server.connect_timeout,
+            server.upstream_timeout,
+            &server.upstream_ca,
+        );
+        Gateway {
+            routes: self.routes.clone(),
+            upstream: Upstream::new(client),
+            auth: self.auth.clone(),
+            max_header_bytes: self.max_header_bytes,
+            max_uri_length: self.max_uri_length,
+            trust_forwarded: self.trust_forwarded,
+            trusted_proxies: self.trusted_proxies.clone(),
+            client_headers: self.client_headers.clone(),
+            log_user: self.log_user,
+            metrics_here: self.metrics_here,
+            own_metrics: self.own_metrics.clone(),
+            unrouted_metrics: self.unrouted_metrics.clone(),
         }
     }
 
@@ -335,13 +363,14 @@ impl Gateway {
 
         // 5. Policy.
         let session = caller.session.as_ref().map(|l| &l.session);
-        let decision = policy::evaluate(route, method, path, session.map(Principal::Session));
+        let decision =
+            policy::evaluate(route, method, path, session.map(|s| Principal::Session(s)));
         let result = match self.allow(decision, req, route, session.map(|s| s.sub.as_str())) {
             Authorized::Respond(resp) => Authorized::Respond(caller.finish(auth, resp)),
             pass => pass,
         };
         if self.log_user {
-            log.user = caller.session.map(|l| l.session.sub);
+            log.user = caller.session.map(|l| l.session.sub.clone());
         }
         Ok(result)
     }

@@ -42,13 +42,19 @@ pub fn install_crypto_provider() {
 
 /// Binds, serves until SIGTERM/SIGINT, drains. The config is already validated.
 pub async fn run(config: Config, reload: Option<Reloader>) -> Result<(), errors::BoxError> {
-    let listener = server::bind(config.server.listen).await.map_err(|e| {
-        format!(
-            "server.listen: cannot listen on {}: {e}",
-            config.server.listen
-        )
-    })?;
-    serve_on(listener, config, reload).await
+    let server = &config.server;
+    let listeners = server::bind_workers(server.listen, server.workers)
+        .await
+        .map_err(|e| format!("server.listen: cannot listen on {}: {e}", server.listen))?;
+    let gateway = Arc::new(gateway::Gateway::new(&config));
+    start_side_jobs(&gateway, &config, reload).await?;
+    let listen = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(server.listen);
+    log_listening(listen, &config, Some(server.workers));
+    server::serve_workers(listeners, server, &gateway).await?;
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -85,7 +91,8 @@ fn spawn_reload_on_sighup(_gateway: Arc<gateway::Gateway>, _reload: Reloader) {}
 /// Re-reads the configuration (on SIGHUP).
 pub type Reloader = Arc<dyn Fn() -> Result<Config, config::ConfigError> + Send + Sync>;
 
-/// Serves on an already bound listener (used by `run` and by `demo`). With a `reload`,
+/// Serves on an already bound listener, on the caller's runtime (the demo and the
+/// in-process tests; `run` serves on its own threads). With a `reload`,
 /// SIGHUP re-reads the config and applies the session secrets (for rotation without
 /// losing the in-memory sessions); other changes need a restart.
 pub async fn serve_on(
@@ -94,6 +101,18 @@ pub async fn serve_on(
     reload: Option<Reloader>,
 ) -> Result<(), errors::BoxError> {
     let gateway = Arc::new(gateway::Gateway::new(&config));
+    start_side_jobs(&gateway, &config, reload).await?;
+    log_listening(listener.local_addr()?, &config, None);
+    server::serve(listener, &config.server, gateway).await?;
+    Ok(())
+}
+
+/// What runs beside the serving threads: SIGHUP reloads and the `/metrics` listener.
+async fn start_side_jobs(
+    gateway: &Arc<gateway::Gateway>,
+    config: &Config,
+    reload: Option<Reloader>,
+) -> Result<(), errors::BoxError> {
     if let Some(reload) = reload {
         spawn_reload_on_sighup(gateway.clone(), reload);
     }
@@ -114,14 +133,16 @@ pub async fn serve_on(
         });
         tracing::info!(metrics_listen = %addr, "serving /metrics");
     }
+    Ok(())
+}
+
+fn log_listening(listen: std::net::SocketAddr, config: &Config, workers: Option<usize>) {
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %listen,
         public_url = %config.server.public_url,
         tls = config.server.tls.is_some(),
         routes = config.routes.len(),
-        "listening on {}",
-        listener.local_addr()?
+        workers = workers.map(|n| n as u64),
+        "listening on {listen}"
     );
-    server::serve(listener, &config.server, gateway).await?;
-    Ok(())
 }

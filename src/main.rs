@@ -94,13 +94,30 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("portcullis: cannot start the runtime: {e}");
-            ExitCode::FAILURE
-        })
+    started(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    )
+}
+
+/// `run`'s own runtime, on the main thread, for the background work (discovery, JWKS,
+/// Redis, signals); requests are served on `server.workers` threads of their own.
+fn background_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    started(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    )
+}
+
+fn started(
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    runtime.map_err(|e| {
+        eprintln!("portcullis: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn demo(args: DemoArgs) -> ExitCode {
@@ -134,7 +151,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     portcullis::telemetry::init(&config.log);
-    let runtime = match runtime() {
+    let runtime = match background_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

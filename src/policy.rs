@@ -12,19 +12,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
 
 use crate::config::{ForwardAuthConfig, PolicyConfig};
-use crate::identity_headers as h;
+use crate::identity_headers::{self as h, UserHeaders};
 use crate::oidc::access_token::ApiIdentity;
 use crate::routes::Route;
-use crate::session::Session;
-
-/// The identity headers to set on the upstream request.
-#[derive(Debug)]
-struct UserHeaders {
-    bearer: HeaderValue,
-    user: HeaderValue,
-    email: Option<HeaderValue>,
-    groups: Option<HeaderValue>,
-}
+use crate::session::{OpenedSession, Session};
 
 /// Proof that the policy allowed this request, carrying what the upstream may learn.
 #[derive(Debug)]
@@ -113,7 +104,7 @@ pub fn skips_auth(route: &Route, method: Option<&Method>, path: &str) -> bool {
 /// Who a request speaks for, as the policy sees it.
 pub enum Principal<'a> {
     /// A signed-in user; the session's access token goes upstream.
-    Session(&'a Session),
+    Session(&'a OpenedSession),
     /// An API client with its own valid bearer token, which goes upstream unchanged.
     Api {
         identity: &'a ApiIdentity,
@@ -128,7 +119,7 @@ pub fn decide(policy: &PolicyConfig, principal: Option<Principal<'_>>) -> Decisi
         return Decision::Login;
     };
     let (identity, user) = match &principal {
-        Principal::Session(s) => (Identity::of_session(s), session_headers(s)),
+        Principal::Session(s) => (Identity::of_session(s), s.user_headers().cloned()),
         Principal::Api {
             identity,
             authorization,
@@ -161,36 +152,12 @@ pub fn evaluate(
 }
 
 fn api_headers(api: &ApiIdentity, authorization: &HeaderValue) -> Option<UserHeaders> {
-    Some(UserHeaders {
-        bearer: authorization.clone(),
-        user: HeaderValue::from_str(&api.sub).ok()?,
-        email: api
-            .email
-            .as_deref()
-            .and_then(|e| HeaderValue::from_str(e).ok()),
-        groups: groups_header(&api.groups),
-    })
-}
-
-fn groups_header(groups: &[String]) -> Option<HeaderValue> {
-    if groups.is_empty() {
-        return None;
-    }
-    HeaderValue::from_str(&groups.join(",")).ok()
-}
-
-fn session_headers(s: &Session) -> Option<UserHeaders> {
-    let mut bearer = HeaderValue::from_str(&format!("Bearer {}", s.access_token.expose())).ok()?;
-    bearer.set_sensitive(true);
-    Some(UserHeaders {
-        bearer,
-        user: HeaderValue::from_str(&s.sub).ok()?,
-        email: s
-            .email
-            .as_deref()
-            .and_then(|e| HeaderValue::from_str(e).ok()),
-        groups: groups_header(&s.groups),
-    })
+    UserHeaders::new(
+        authorization.clone(),
+        &api.sub,
+        api.email.as_deref(),
+        &api.groups,
+    )
 }
 
 impl Permit {

@@ -34,17 +34,33 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until SIGTERM/SIGINT, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    server: &ServerConfig,
-    gateway: Arc<Gateway>,
-) -> Result<(), ConfigError> {
-    // Parsed (and so checked) when the config was read.
-    let tls = server
-        .tls
-        .as_ref()
-        .map(|files| TlsAcceptor::from(files.server_config.clone()));
+/// Binds `count` listening sockets on one address with `SO_REUSEPORT`, one per serving
+/// thread: the kernel spreads new connections over them, and each thread accepts on its
+/// own socket. Port 0 is resolved by the first bind, so all share the port it got.
+pub async fn bind_workers(
+    addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    let mut at = addr;
+    for _ in 0..count.max(1) {
+        let socket = match at {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(at)?;
+        let listener = socket.listen(1024)?;
+        at = listener.local_addr()?;
+        // Registered with the serving thread's own runtime there (`from_std`).
+        listeners.push(listener.into_std()?);
+    }
+    Ok(listeners)
+}
+
+/// The hyper connection settings every listener serves with.
+fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -57,9 +73,100 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(server.max_header_bytes * 2).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
+    builder
+}
+
+/// Serves on this runtime until SIGTERM/SIGINT, then drains (the library's `serve_on`:
+/// tests and the demo).
+pub async fn serve(
+    listener: TcpListener,
+    server: &ServerConfig,
+    gateway: Arc<Gateway>,
+) -> Result<(), ConfigError> {
+    let drained = serve_until(listener, server, gateway, shutdown_signal(), || {
+        tracing::info!("shutting down: no longer accepting, draining");
+    })
+    .await;
+    log_drained(drained);
+    Ok(())
+}
+
+/// The production model: `listeners.len()` serving threads, each with a current-thread
+/// runtime, its own listener and its own upstream pool (`Gateway::for_worker`), so a
+/// request is read, authorized, forwarded and answered on one thread. The caller's runtime
+/// keeps the background work (discovery, JWKS, Redis, signals). Returns after SIGTERM/SIGINT
+/// once every thread has drained or hit `drain_timeout`.
+pub async fn serve_workers(
+    listeners: Vec<std::net::TcpListener>,
+    server: &ServerConfig,
+    gateway: &Gateway,
+) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let gateway = Arc::new(gateway.for_worker(server));
+        let server = server.clone();
+        let mut stopped = stopped.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("portcullis-worker-{index}"))
+            .spawn(move || -> std::io::Result<bool> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let stop = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    Ok(serve_until(listener, &server, gateway, stop, || {}).await)
+                })
+            })?;
+        threads.push(thread);
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: no longer accepting, draining");
+    let _ = stop.send(true);
+    let all_drained = tokio::task::spawn_blocking(move || {
+        threads.into_iter().all(|t| match t.join() {
+            Ok(Ok(drained)) => drained,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "a serving thread failed");
+                false
+            }
+            Err(_) => false,
+        })
+    })
+    .await
+    .unwrap_or(false);
+    log_drained(all_drained);
+    Ok(())
+}
+
+fn log_drained(drained: bool) {
+    if drained {
+        tracing::info!("drained, exiting");
+    } else {
+        tracing::warn!("drain timeout reached, closing remaining connections");
+    }
+}
+
+/// Accepts and serves until `stop` completes, then stops accepting and waits up to
+/// `server.drain_timeout` for the connections in flight. True when all finished in time.
+async fn serve_until(
+    listener: TcpListener,
+    server: &ServerConfig,
+    gateway: Arc<Gateway>,
+    stop: impl Future<Output = ()>,
+    on_stop: impl FnOnce(),
+) -> bool {
+    // Parsed (and so checked) when the config was read.
+    let tls = server
+        .tls
+        .as_ref()
+        .map(|files| TlsAcceptor::from(files.server_config.clone()));
+    let builder = Arc::new(connection_builder(server));
     let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut stop = std::pin::pin!(stop);
 
     loop {
         tokio::select! {
@@ -83,21 +190,15 @@ pub async fn serve(
                     graceful.watcher(),
                 ));
             }
-            _ = &mut shutdown => break,
+            _ = &mut stop => break,
         }
     }
     drop(listener);
-    tracing::info!(
-        in_flight_connections = graceful.count(),
-        "shutting down: no longer accepting, draining"
-    );
+    on_stop();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("drained, exiting"),
-        _ = tokio::time::sleep(server.drain_timeout) => {
-            tracing::warn!("drain timeout reached, closing remaining connections");
-        }
+        _ = graceful.shutdown() => true,
+        _ = tokio::time::sleep(server.drain_timeout) => false,
     }
-    Ok(())
 }
 
 async fn serve_connection(

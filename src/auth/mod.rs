@@ -24,7 +24,7 @@ use crate::session::login_cookie::LoginCookies;
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::store::SessionStore;
-use crate::session::{LoadedSession, Session, Sessions};
+use crate::session::{LoadedSession, OpenedSession, Sessions};
 use refresh::{Refreshed, Refresher};
 
 /// Everything login needs; absent when no `[oidc]` is configured (public routes only).
@@ -119,7 +119,7 @@ impl Auth {
 
     /// The session after a refresh: `Some` with new tokens, or the old ones while the IdP
     /// is unreachable but the access token still works; `None` when the session has ended.
-    async fn refresh(&self, loaded: &LoadedSession) -> Result<Option<Session>, Error> {
+    async fn refresh(&self, loaded: &LoadedSession) -> Result<Option<Arc<OpenedSession>>, Error> {
         let expired = loaded
             .session
             .access_expires_at
@@ -136,7 +136,7 @@ impl Auth {
             .refresh(&loaded.id, &loaded.session, client, &self.sessions)
             .await
         {
-            Refreshed::Fresh(session) => Ok(Some(*session)),
+            Refreshed::Fresh(session) => Ok(Some(Arc::new(OpenedSession::new(*session)))),
             Refreshed::Ended => Ok(None),
             Refreshed::Unavailable(_) if !expired => Ok(Some(loaded.session.clone())),
             Refreshed::Unavailable(why) => Err(Error::new(Kind::RefreshUnavailable(why.message()))),

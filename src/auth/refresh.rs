@@ -339,6 +339,7 @@ mod tests {
     use crate::secret::Secret;
     use crate::session::crypto::Keyring;
     use crate::session::flaky::FlakyStore;
+    use std::ops::Deref;
 
     struct Setup {
         idp: Arc<crate::demo::idp::DevIdp>,
@@ -433,6 +434,9 @@ mod tests {
             .await
             .expect("session in the store")
             .session
+            .as_ref()
+            .deref()
+            .clone()
     }
 
     #[tokio::test]

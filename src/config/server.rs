@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_uri_length: usize,
+    /// Serving threads, each with its own runtime, listener (SO_REUSEPORT) and upstream
+    /// pool; default: the CPUs this process may use.
+    pub workers: usize,
     pub trust_forwarded_headers: bool,
     /// Peers whose forward-auth descriptions and (with `trust_forwarded_headers`)
     /// `X-Forwarded-*`/`Forwarded` headers are believed.
@@ -89,6 +92,8 @@ struct RawServer {
     max_header_bytes: Option<usize>,
     #[serde(default, deserialize_with = "max_uri_length")]
     max_uri_length: Option<usize>,
+    #[serde(default, deserialize_with = "workers")]
+    workers: Option<usize>,
     trust_forwarded_headers: Option<bool>,
     #[serde(default, deserialize_with = "trusted_proxies")]
     trusted_proxies: Option<Vec<Cidr>>,
@@ -121,6 +126,15 @@ fn max_header_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D:
 
 fn max_uri_length<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     in_range(d, 256, 1024 * 1024)
+}
+
+fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    in_range(d, 1, 1024)
+}
+
+/// One serving thread per CPU the process may use (cgroup quotas and affinity count).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn in_range<'de, D: Deserializer<'de>>(
@@ -201,6 +215,7 @@ impl RawServer {
             drain_timeout: self.drain_timeout.unwrap_or(Duration::from_secs(30)),
             max_header_bytes: self.max_header_bytes.unwrap_or(16 * 1024),
             max_uri_length: self.max_uri_length.unwrap_or(8192),
+            workers: self.workers.unwrap_or_else(default_workers),
             trust_forwarded_headers: self.trust_forwarded_headers.unwrap_or(false),
             trusted_proxies: self.trusted_proxies.unwrap_or_else(default_proxies),
             strip_request_headers: self.strip_request_headers.unwrap_or_default(),
@@ -263,6 +278,9 @@ mod tests {
         assert_eq!(s.trusted_proxies.len(), 2);
         assert!(s.tls.is_none() && s.drop_underscore_headers && !s.trust_forwarded_headers);
         assert_eq!((s.max_header_bytes, s.max_uri_length), (16 * 1024, 8192));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(s.workers, cpus);
+        assert_eq!(load("[server]\nworkers = 3\n").unwrap().server.workers, 3);
     }
 
     #[test]
@@ -278,6 +296,7 @@ mod tests {
             ("public_url = \"ftp://x/\"", "server.public_url"),
             ("max_header_bytes = 10", "server.max_header_bytes"),
             ("max_uri_length = 100", "server.max_uri_length"),
+            ("workers = 0", "server.workers"),
             (
                 "trusted_proxies = [\"10.0.0.0/8\", \"nope\"]",
                 "server.trusted_proxies",

@@ -89,6 +89,7 @@ connect_timeout = "2s"
 drain_timeout = "45s"
 max_header_bytes = 20000
 max_uri_length = 4096
+workers = 3
 trust_forwarded_headers = true
 trusted_proxies = ["10.0.0.0/8", "::1"]
 strip_request_headers = ["X_Debug", "x-internal"]

@@ -148,7 +148,7 @@ pub async fn handle(
     let policy = route.map_or(auth.global_policy(), |r| &r.policy);
     let caller = auth.identify(req.headers()).await?;
     let session = caller.session.as_ref().map(|l| &l.session);
-    let resp = match policy::decide(policy, session.map(Principal::Session)) {
+    let resp = match policy::decide(policy, session.map(|s| Principal::Session(s))) {
         Decision::Allow(permit) => {
             let mut resp = accepted();
             permit.forward_auth_headers(auth.forward_auth(), resp.headers_mut());

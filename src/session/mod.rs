@@ -15,13 +15,14 @@ pub mod model;
 pub mod redis;
 pub mod store;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 
 use crate::clock::{now, UnixTime};
 use crate::config::SessionConfig;
+use crate::identity_headers::UserHeaders;
 use crypto::{Keyring, SessionId};
 pub use model::Session;
 use store::{SessionStore, StoreError};
@@ -37,11 +38,59 @@ fn counted<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
 const SECURE_NAME: &str = "__Host-portcullis";
 const PLAIN_NAME: &str = "portcullis";
 
+/// Opened sessions kept in plain form, so a session in use is not decrypted and parsed
+/// on every request. The store stays the truth: an entry is used only while the store
+/// still holds exactly the sealed bytes it was opened from (a refresh, touch or logout
+/// changes or removes them), and every expiry and logout check still runs on each read.
+const OPENED_CACHE_MAX: u64 = 10_000;
+/// Plain tokens of a session nobody uses do not linger in memory.
+const OPENED_CACHE_IDLE: Duration = Duration::from_secs(300);
+
+/// A session as opened from the store, with what every request derives from it (the
+/// identity headers) built once.
+#[derive(Debug)]
+pub struct OpenedSession {
+    session: Session,
+    user_headers: OnceLock<Option<UserHeaders>>,
+}
+
+impl OpenedSession {
+    pub fn new(session: Session) -> Self {
+        OpenedSession {
+            session,
+            user_headers: OnceLock::new(),
+        }
+    }
+
+    /// The headers that tell an upstream who this is (bearer, user, email, groups).
+    pub fn user_headers(&self) -> Option<&UserHeaders> {
+        self.user_headers
+            .get_or_init(|| {
+                let s = &self.session;
+                UserHeaders::for_access_token(
+                    s.access_token.expose(),
+                    &s.sub,
+                    s.email.as_deref(),
+                    &s.groups,
+                )
+            })
+            .as_ref()
+    }
+}
+
+impl std::ops::Deref for OpenedSession {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
 /// A session read from the store, with what is needed to write it back.
 #[derive(Debug)]
 pub struct LoadedSession {
     pub id: SessionId,
-    pub session: Session,
+    /// Shared with the opened-session cache: changes make a new one.
+    pub session: Arc<OpenedSession>,
     /// The write this read is due (see `Sessions::settle`).
     upkeep: Upkeep,
 }
@@ -81,6 +130,8 @@ pub struct Sessions {
     markers: Arc<markers::LogoutMarkers>,
     /// How long a consumed login `state` is remembered.
     login_timeout: Duration,
+    /// Store key → (the sealed bytes it was opened from, the opened session).
+    opened: moka::sync::Cache<crypto::StoreKey, (Arc<[u8]>, Arc<OpenedSession>)>,
 }
 
 impl Sessions {
@@ -94,6 +145,10 @@ impl Sessions {
             absolute_timeout: cfg.absolute_timeout,
             touch_interval: (cfg.idle_timeout.as_secs() / 4).clamp(1, 60),
             login_timeout: cfg.login_timeout,
+            opened: moka::sync::Cache::builder()
+                .max_capacity(OPENED_CACHE_MAX.min(cfg.max_sessions))
+                .time_to_idle(OPENED_CACHE_IDLE)
+                .build(),
         }
     }
 
@@ -142,10 +197,7 @@ impl Sessions {
             let Some(sealed) = counted(self.store.get(&key).await)? else {
                 continue;
             };
-            let Some(session) = keyring
-                .open(index, &id, &sealed)
-                .and_then(|plain| serde_json::from_slice::<Session>(&plain).ok())
-            else {
+            let Some(session) = self.open(&keyring, index, &id, &key, &sealed) else {
                 continue;
             };
             let now = now();
@@ -170,6 +222,30 @@ impl Sessions {
         Ok(Lookup::Missing)
     }
 
+    /// The session sealed in `sealed`: from the opened-session cache while the store holds
+    /// exactly the bytes it was opened from, else decrypted, parsed and cached.
+    fn open(
+        &self,
+        keyring: &Keyring,
+        index: usize,
+        id: &SessionId,
+        key: &crypto::StoreKey,
+        sealed: &Arc<[u8]>,
+    ) -> Option<Arc<OpenedSession>> {
+        if let Some((from, opened)) = self.opened.get(key) {
+            // The memory store hands out the very bytes it holds; Redis a copy of them.
+            if Arc::ptr_eq(&from, sealed) || from[..] == sealed[..] {
+                return Some(opened);
+            }
+        }
+        let session = keyring
+            .open(index, id, sealed)
+            .and_then(|plain| serde_json::from_slice::<Session>(&plain).ok())?;
+        let opened = Arc::new(OpenedSession::new(session));
+        self.opened.insert(*key, (sealed.clone(), opened.clone()));
+        Some(opened)
+    }
+
     /// The writes a lookup is due: deletes a gone session, moves one to the current
     /// secret, or records last-seen (compare-and-set over what was read: if a refresh saved
     /// new tokens meanwhile, its write stands and the next read touches instead).
@@ -178,6 +254,7 @@ impl Sessions {
             Lookup::Missing => return Ok(None),
             Lookup::Gone(key) => {
                 counted(self.store.delete(&key).await)?;
+                self.opened.invalidate(&key);
                 return Ok(None);
             }
             Lookup::Found(loaded) => loaded,
@@ -185,14 +262,17 @@ impl Sessions {
         match std::mem::replace(&mut loaded.upkeep, Upkeep::None) {
             Upkeep::None => {}
             Upkeep::Migrate(old_key) => {
-                loaded.session.last_seen = now();
-                self.save(&loaded.id, &loaded.session).await?;
+                let session = seen_now(&loaded.session);
+                self.save(&loaded.id, &session).await?;
                 counted(self.store.delete(&old_key).await)?;
+                self.opened.invalidate(&old_key);
+                loaded.session = Arc::new(OpenedSession::new(session));
             }
             Upkeep::Touch(read) => {
-                loaded.session.last_seen = now();
-                let (key, fresh, ttl) = self.seal(&loaded.id, &loaded.session)?;
+                let session = seen_now(&loaded.session);
+                let (key, fresh, ttl) = self.seal(&loaded.id, &session)?;
                 counted(self.store.replace(key, read, fresh, ttl).await)?;
+                loaded.session = Arc::new(OpenedSession::new(session));
             }
         }
         Ok(Some(loaded))
@@ -260,6 +340,7 @@ impl Sessions {
         for index in 0..keyring.len() {
             if let Some(key) = keyring.store_key(index, id) {
                 counted(self.store.delete(&key).await)?;
+                self.opened.invalidate(&key);
             }
         }
         Ok(())
@@ -285,6 +366,13 @@ impl Sessions {
         );
         HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
+}
+
+/// A copy of `session` seen now (for the write-back of last-seen).
+fn seen_now(session: &Session) -> Session {
+    let mut session = session.clone();
+    session.last_seen = now();
+    session
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ const IDP_ENV: &[&str] = &[
     "ID_TOKEN_TTL",
     "REFRESH_TOKEN_TTL",
     "SESSION_TTL",
+    "STORE_MAX_ENTRIES",
     "API_RESOURCE",
     "USERS_JSON",
     "CLAIMS_IN_ID_TOKEN",

@@ -58,6 +58,9 @@ import { calculateJwkThumbprint } from 'jose';
 import Provider, { errors } from 'oidc-provider';
 // The provider's internal state (keystore, published JWKS); used by /__test/rotate_keys.
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
+// The in-memory adapter over a store of our size (STORE_MAX_ENTRIES).
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+import LRU from 'oidc-provider/lib/helpers/lru.js';
 
 // ----- logging: stdout is reserved for the single IDP_READY line ---------------
 const log = (...args) => console.error('[idp]', ...args);
@@ -95,6 +98,11 @@ const ACCESS_TOKEN_TTL = intEnv('ACCESS_TOKEN_TTL', 3600);
 const ID_TOKEN_TTL = intEnv('ID_TOKEN_TTL', 3600);
 const REFRESH_TOKEN_TTL = intEnv('REFRESH_TOKEN_TTL', 86400);
 const SESSION_TTL = intEnv('SESSION_TTL', 86400);
+// oidc-provider's in-memory adapter keeps this many recent entries (and as many older
+// ones) and silently evicts the rest: every login stores about ten (interactions,
+// session, grant, code, tokens), so past ~150 logins the first sessions' refresh tokens
+// are gone (invalid_grant). 0: the shipped default (1000).
+const STORE_MAX_ENTRIES = intEnv('STORE_MAX_ENTRIES', 0);
 const API_RESOURCE = env.API_RESOURCE || 'https://api.portcullis.test';
 const USERS = env.USERS_JSON ? JSON.parse(env.USERS_JSON) : {};
 // Opt-in deviations from oidc-provider's shipped defaults (see README.md).
@@ -312,6 +320,12 @@ async function main() {
 
   const configuration = {
     clients,
+    // The shipped adapter and store class, only larger (the provider builds the same
+    // factory itself, over a 1000-entry store, when no adapter is configured; 15 s is its
+    // default clockTolerance, which the adapter adds to every expiry).
+    ...(STORE_MAX_ENTRIES > 0 ? {
+      adapter: ((store) => (model) => new MemoryAdapter(model, store, 15))(new LRU({ maxSize: STORE_MAX_ENTRIES })),
+    } : {}),
     jwks: { keys: [generateSigningKey()] },
     cookies: {
       keys: [crypto.randomBytes(32).toString('hex')],
