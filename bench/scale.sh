@@ -8,8 +8,9 @@
 #   upstream    nginx, 1 worker, `return 200 "hello from upstream\n"`
 #   gateway     examples/session_scale.rs (release build): the real gateway, built from a
 #               config file as `portcullis run --config` builds it (Config::load,
-#               Gateway::new, server::serve), one protected route `/` to the upstream,
-#               log filter "warn", the memory store with session.max_sessions = N. Before
+#               server::bind_workers, Gateway::new, server::serve_workers), one protected
+#               route `/` to the upstream, log filter "warn" (BENCH_LOG_FILTER), the
+#               memory store with session.max_sessions = N. Before
 #               serving it creates N sessions through the production Sessions::create
 #               (sealed exactly as a login seals them; tokens of real size: a ~1 KB JWT
 #               access token, a refresh token, a ~1 KB ID token; examples/support/
@@ -30,15 +31,17 @@
 # the upstream's body through the gateway (a 302 to login or a 401 would make the
 # benchmark worthless; wrk sends no `Accept: text/html`, so a request without a session
 # gets 401, which wrk counts as non-2xx), and that requests without a cookie or with an
-# unknown one get 401. After each run the gateway's /metrics must show as many 2xx
-# answers on the route as wrk completed (give or take the connections cut at the end), no
-# other status, as many upstream calls, and no token refresh.
+# unknown one get 401. During each run the upstream's request counter (stub_status) must
+# move at least as much as wrk's count (lib.sh run_wrk), and after it the gateway's
+# /metrics must show as many 2xx answers on the route as wrk completed (give or take the
+# connections cut at the end), no other status (3xx included), as many upstream calls, and
+# no token refresh.
 #
 # Pinning, as in proxy.sh: the fill runs unpinned (it is set-up, on every core: 1,000,000
 # sessions take about half a minute on two cores), then every thread of the gateway is
-# moved to core 0 (BENCH_PROXY_CPU) with taskset, where it serves alone with
-# TOKIO_WORKER_THREADS=1; the upstream and wrk share core 1 (BENCH_LOAD_CPU).
-# BENCH_UNPINNED=1 runs without taskset.
+# moved to core 0 (BENCH_PROXY_CPU) with taskset, where it serves alone with one serving
+# thread (PORTCULLIS__SERVER__WORKERS=1, server.workers; BENCH_PROXY_THREADS sets it); the
+# upstream and wrk share core 1 (BENCH_LOAD_CPU). BENCH_UNPINNED=1 runs without taskset.
 #
 # Last-seen writes: a read writes the session's last-seen time back when it is a minute
 # old or more (session.idle_timeout / 4, at most 60 s). By default the sessions are
@@ -53,12 +56,15 @@
 #   BENCH_SCALE_SESSIONS=1000000   sessions in the store
 #   PORTCULLIS_SCALE_BIN           use this session_scale binary, skip
 #                                  `cargo build --release --locked --example session_scale`
+#                                  (PORTCULLIS_BIN is not used: the gateway is the example)
 #   BENCH_DURATION=10s   measured run per target    BENCH_WARMUP=2s  warm-up per target
 #   BENCH_THREADS=2      wrk threads                BENCH_CONNECTIONS=16  wrk connections
 #   BENCH_ROUNDS=1       measure random and one in turn this many times, report medians
 #   BENCH_SCALE_LAST_SEEN_AGO=0    seconds the sessions' login and last-seen are backdated
 #   BENCH_SCALE_FILL_THREADS=0     fill threads (0: every CPU the process may use)
 #   BENCH_SCALE_FILL_TIMEOUT=900   seconds the fill may take
+#   BENCH_PROXY_THREADS=1          the gateway's server.workers (PORTCULLIS__SERVER__WORKERS)
+#   BENCH_LOG_FILTER=warn          the gateway's log.filter
 #   BENCH_UNPINNED=1     no CPU pinning             BENCH_PROXY_CPU=0  BENCH_LOAD_CPU=1
 #   BENCH_KEEP_TMP=1     keep the temp dir (config, cookie files, logs, wrk output)
 #
@@ -83,6 +89,8 @@ ROUNDS=${BENCH_ROUNDS:-1}
 LAST_SEEN_AGO=${BENCH_SCALE_LAST_SEEN_AGO:-0}
 FILL_THREADS=${BENCH_SCALE_FILL_THREADS:-0}
 FILL_TIMEOUT=${BENCH_SCALE_FILL_TIMEOUT:-900}
+PROXY_THREADS=${BENCH_PROXY_THREADS:-1}
+LOG_FILTER=${BENCH_LOG_FILTER:-warn}
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 BODY="hello from upstream"
@@ -129,7 +137,7 @@ cat >"$GW_CONF" <<EOF
 listen = "127.0.0.1:$GW_PORT"
 public_url = "http://127.0.0.1:$GW_PORT"
 [log]
-filter = "warn"
+filter = "$LOG_FILTER"
 [oidc]
 # Nobody listens here: discovery fails in the background; logged-in requests with a
 # fresh access token never need the IdP.
@@ -151,7 +159,8 @@ EOF
 
 note "filling $SESSIONS sessions (unpinned), then serving on core $PROXY_CPU"
 # RUST_LOG would override log.filter; the bench measures the configured filter.
-env -u RUST_LOG TOKIO_WORKER_THREADS=1 "$SCALE_BIN" --config "$GW_CONF" --cookies "$COOKIES" \
+env -u RUST_LOG -u TOKIO_WORKER_THREADS -u PORTCULLIS__SERVER__WORKERS \
+    PORTCULLIS__SERVER__WORKERS="$PROXY_THREADS" "$SCALE_BIN" --config "$GW_CONF" --cookies "$COOKIES" \
     --count "$SESSIONS" --last-seen-ago "$LAST_SEEN_AGO" --fill-threads "$FILL_THREADS" \
     >"$GW_OUT" 2>"$GW_LOG" &
 PIDS+=($!)
@@ -162,9 +171,13 @@ for ((i = 0; ; i++)); do
     ((i < FILL_TIMEOUT * 10)) || { show_log "$GW_LOG"; die "the fill did not finish within $FILL_TIMEOUT s"; }
     sleep 0.1
 done
-if ((PIN)); then
+# pin_gateway: every thread of the gateway onto PROXY_CPU (threads started later inherit
+# it; run again once the serving threads surely exist).
+pin_gateway() {
+    ((PIN)) || return 0
     taskset -a -p -c "$PROXY_CPU" "$GW_PID" >/dev/null || die "cannot pin the gateway to core $PROXY_CPU"
-fi
+}
+pin_gateway
 # fmt_int 1000000 -> 1,000,000
 fmt_int() { sed ':a; s/\B[0-9]\{3\}\>/,&/; ta' <<<"$1"; }
 # field key: the value of key=... in the example's output.
@@ -179,6 +192,7 @@ COOKIE_NAME=$(field cookie_name)
 ((HELD == SESSIONS)) || die "the store holds $HELD of $SESSIONS sessions"
 GW=http://127.0.0.1:$GW_PORT
 wait_http gateway "$GW_PID" "$GW/healthz" "$GW_LOG"
+pin_gateway
 
 # ---------------------------------------------------------------- the cookies pass
 LINES=$(wc -l <"$COOKIES")
@@ -211,7 +225,8 @@ LUA=$TMP/scale.lua
 cat >"$LUA" <<'EOF'
 -- Each request carries the Cookie of a session picked uniformly at random from the file
 -- $SCALE_COOKIES: fixed-length lines ($SCALE_LINE_LEN bytes with the newline), loaded
--- whole as one string per thread. done() prints the exact percentiles.
+-- whole as one string per thread. done() prints the exact percentiles (and p99.9 in the
+-- form lib.sh's wrk_parse reads).
 local data, len, count, head, tail
 local threads = 0
 function setup(thread)
@@ -234,6 +249,7 @@ function request()
     return head .. data:sub(at + 1, at + len - 1) .. tail
 end
 function done(summary, latency, requests)
+    io.write(string.format("p99.9 latency: %.0f us\n", latency:percentile(99.9)))
     io.write(string.format("scale: p50_us=%d p99_us=%d p999_us=%d requests=%d non2xx=%d\n",
         math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
         math.floor(latency:percentile(99.9)),
@@ -334,9 +350,9 @@ touch_note=$(awk -v ago="$LAST_SEEN_AGO" -v after="$TOUCH_AFTER" -v due="$DUE_S"
 echo "### Session scale: $(fmt_int "$SESSIONS") sessions in the memory store"
 echo
 if ((PIN)); then
-    pinning="gateway alone on core $PROXY_CPU (TOKIO_WORKER_THREADS=1), wrk and the nginx upstream on core $LOAD_CPU"
+    pinning="gateway alone on core $PROXY_CPU (server.workers $PROXY_THREADS), wrk and the nginx upstream on core $LOAD_CPU"
 else
-    pinning="unpinned (TOKIO_WORKER_THREADS=1)"
+    pinning="unpinned (server.workers $PROXY_THREADS)"
 fi
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION (warm-up $WARMUP), $ROUNDS round(s), medians; $pinning; load average at start $load1."
 echo

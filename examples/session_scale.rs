@@ -1,5 +1,6 @@
 //! Session scale: the real gateway, built from a config file exactly as `portcullis run
-//! --config` builds it (`Config::load`, `Gateway::new`, `server::serve`), with its memory
+//! --config` builds it (`Config::load`, `server::bind_workers`, `Gateway::new`,
+//! `server::serve_workers`: `server.workers` serving threads), with its memory
 //! store filled with N real-sized sessions (see `support/fake_session.rs`: a ~1 KB JWT
 //! access token, a refresh token, a ~1 KB ID token) through the production
 //! `Sessions::create`, which seals and stores exactly as a login does. Measures the
@@ -38,7 +39,6 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use portcullis::clock::{now, UnixTime};
@@ -115,8 +115,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // As `portcullis run` does: crypto provider, config, logging, the multi-thread
-    // runtime with its defaults (TOKIO_WORKER_THREADS applies).
+    // As `portcullis run` does: crypto provider, config, logging, and a current-thread
+    // runtime for the background work (discovery, signals); the serving threads are
+    // `server::serve_workers`'s, `server.workers` of them.
     portcullis::install_crypto_provider();
     let config = match Config::load(&args.config, &CliOverrides::default()) {
         Ok(c) => c,
@@ -126,7 +127,7 @@ fn main() -> ExitCode {
         }
     };
     portcullis::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -142,13 +143,17 @@ async fn run(args: Args, config: Config) -> ExitCode {
         Some(_) => return fail("the config's session.store is not \"memory\""),
         None => return fail("the config has no [session] (and [oidc]): nothing to fill"),
     }
-    // Bound first, so a taken port fails before the fill, not after it.
-    let listener = match portcullis::server::bind(config.server.listen).await {
+    // Bound first (as `portcullis::run` binds), so a taken port fails before the fill.
+    let server = &config.server;
+    let listeners = match portcullis::server::bind_workers(server.listen, server.workers).await {
         Ok(l) => l,
-        Err(e) => return fail(format!("cannot listen on {}: {e}", config.server.listen)),
+        Err(e) => return fail(format!("cannot listen on {}: {e}", server.listen)),
     };
-    let addr = listener.local_addr().map_or(config.server.listen, |a| a);
-    let gateway = Arc::new(Gateway::new(&config));
+    let addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(server.listen);
+    let gateway = Gateway::new(&config);
     let Some(sessions) = gateway.sessions() else {
         return fail("the gateway has no sessions (the config needs [oidc] and [session])");
     };
@@ -167,7 +172,7 @@ async fn run(args: Args, config: Config) -> ExitCode {
     // Settles moka's pending inserts (and any evictions) before counting and measuring.
     let held = sessions.store().entry_count().await.unwrap_or(0);
     let rss_after = rss_bytes();
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let workers = server.workers;
 
     let first_cookie = std::fs::File::open(&args.cookies).ok().and_then(|f| {
         let mut line = String::new();
@@ -202,15 +207,15 @@ async fn run(args: Args, config: Config) -> ExitCode {
     println!("listening={addr}");
     let _ = std::io::stdout().flush();
 
-    match portcullis::server::serve(listener, &config.server, gateway.clone()).await {
+    match portcullis::server::serve_workers(listeners, server, &gateway).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }
 
 /// Creates `args.count` sessions through `Sessions::create`, in `threads` contiguous
-/// ranges at once (one OS thread each, driving the store's futures; the gateway's runtime
-/// is not serving yet), and writes each one's `Cookie` header value to `args.cookies`,
+/// ranges at once (one OS thread each, driving the store's futures; nothing is serving
+/// yet), and writes each one's `Cookie` header value to `args.cookies`,
 /// session `i` on line `i`: the lines have one length, so each thread writes its own range
 /// of the file.
 fn fill(

@@ -435,7 +435,7 @@ impl Gateway {
     /// The gateway's sessions (`None` without `[oidc]` and `[session]`): a benchmark fills
     /// the store the gateway serves from, through `Sessions::create`, before serving it.
     pub fn sessions(&self) -> Option<&crate::session::Sessions> {
-        self.auth.as_ref().map(Auth::sessions)
+        self.auth.as_deref().map(Auth::sessions)
     }
 }
 
