@@ -150,7 +150,8 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    portcullis::telemetry::init(&config.log);
+    // Held to the end: the log writer is a background thread (telemetry.rs).
+    let log = portcullis::telemetry::init(&config.log);
     let runtime = match background_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -163,7 +164,12 @@ fn run(args: RunArgs) -> ExitCode {
         };
         Config::load(&reload_args.config, &overrides)
     });
-    match runtime.block_on(portcullis::run(config, Some(reload))) {
+    let result = runtime.block_on(portcullis::run(config, Some(reload)));
+    // After SIGTERM's drain (or a start-up error): stop the runtime's tasks, then write out
+    // the queued log lines, so they reach stderr before the exit message and the exit.
+    drop(runtime);
+    drop(log);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portcullis: {e}");

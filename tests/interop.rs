@@ -1263,6 +1263,16 @@ async fn refreshed_id_token_that_fails_validation_keeps_the_new_tokens() {
             Some("mockers"),
             "{fault:?}"
         );
+        // The log is written by a background thread: wait for this round's access line,
+        // which the gateway logs after any warning of the refresh (one queue, in order).
+        stack
+            .gateway
+            .wait_for_log(
+                "this round's request line",
+                Duration::from_secs(10),
+                |log| log.matches("\"path\":\"/after\"").count() > round,
+            )
+            .await;
         let warned = warnings(&stack.gateway).len() > warnings_before;
         if fault == IdTokenFault::None {
             assert!(

@@ -1067,6 +1067,86 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert!(exit.success(), "exit status after SIGTERM: {exit}");
     eprintln!("exited {:?} after SIGTERM", terminated_at.elapsed());
     assert!(connection_refused(addr).await);
+    // The log is written by a background thread: what it had queued at the exit, the
+    // drained request's line and the last line, was written before the process ended.
+    let log = gw.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" request ") && l.contains("path=\"/slow\"")),
+        "no access line for the drained request:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .last()
+            .is_some_and(|l| l.contains("drained, exiting")),
+        "the last line logged before the exit is missing:\n{log}"
+    );
+}
+
+/// A burst of requests answered just before SIGTERM: every access line is in the log
+/// once the process has exited (the background log writer is drained at exit, nothing
+/// is dropped when its queue fills).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_access_line_is_written_before_exit() {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 50;
+    let upstream = EchoUpstream::start().await;
+    let mut gw = Gateway::builder(&config("", &route(None, "/", &upstream.url())))
+        .arg("--log-format")
+        .arg("json")
+        .start()
+        .await;
+    let addr = gw.addr();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let id = format!("burst-{c}-{i}");
+                    let resp =
+                        raw_request(addr, "GET", "/burst", &[("x-request-id", &id)], "").await;
+                    assert_eq!(resp.status, 200, "{id}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    gw.terminate();
+    let exit = gw
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("gateway did not exit after SIGTERM");
+    assert!(exit.success(), "exit status after SIGTERM: {exit}");
+
+    let log = gw.log_text();
+    let mut logged: Vec<String> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["message"] == "request")
+        .filter_map(|e| e["request_id"].as_str().map(str::to_string))
+        .filter(|id| id.starts_with("burst-"))
+        .collect();
+    logged.sort();
+    let mut expected: Vec<String> = (0..CLIENTS)
+        .flat_map(|c| (0..EACH).map(move |i| format!("burst-{c}-{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        logged,
+        expected,
+        "access lines missing at exit; log tail:\n{}",
+        {
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(5)..].join("\n")
+        }
+    );
+    assert!(
+        log.lines()
+            .last()
+            .is_some_and(|l| l.contains("drained, exiting")),
+        "the last line logged before the exit is missing:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

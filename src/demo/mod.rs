@@ -74,7 +74,8 @@ upstream = "http://{dashboard}"
         dashboard = dashboard_addr,
     );
     let config = Config::from_toml_with_env(&toml, overrides)?;
-    crate::telemetry::init(&config.log);
+    // Held while the demo serves: the log writer is a background thread (telemetry.rs).
+    let _log = crate::telemetry::init(&config.log);
     println!("\nportcullis demo is running: open {public_url}/ in a browser.");
     println!(
         "It sends you to a built-in identity provider ({issuer}), where any name signs in, then shows the dashboard behind the gateway with what it received. Ctrl-C stops it.\n"

@@ -49,6 +49,37 @@ impl SessionId {
 /// The key under which a session is stored; derived, so the store never sees the id.
 pub type StoreKey = [u8; 32];
 
+/// Hashes a `StoreKey` for the in-process maps by taking 8 of its bytes: the key is
+/// already an HMAC output under the session secret, uniform and unpredictable to anyone
+/// without the secret, so hashing it again (SipHash, on every request) buys nothing, and
+/// no client can aim keys at one bucket.
+#[derive(Clone, Copy, Default)]
+pub struct StoreKeyHasher;
+
+impl std::hash::BuildHasher for StoreKeyHasher {
+    type Hasher = StoreKeyHash;
+    fn build_hasher(&self) -> StoreKeyHash {
+        StoreKeyHash(0)
+    }
+}
+
+/// See `StoreKeyHasher`.
+pub struct StoreKeyHash(u64);
+
+impl std::hash::Hasher for StoreKeyHash {
+    fn write(&mut self, bytes: &[u8]) {
+        // A `[u8; 32]` arrives whole in one write; anything else is folded in.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 struct SecretKeys {
     hmac: hmac::Key,
     hkdf: hkdf::Prk,
@@ -269,5 +300,23 @@ mod tests {
         assert_eq!(SessionId::from_cookie(&id.to_cookie()), Some(id));
         assert_eq!(SessionId::from_cookie("short"), None);
         assert_eq!(SessionId::from_cookie(&"!".repeat(43)), None);
+    }
+
+    #[test]
+    fn store_key_hash_spreads_real_keys() {
+        use std::hash::BuildHasher;
+        let keyring = Keyring::new(&[Secret::new("k".repeat(32))]);
+        let mut hashes = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = SessionId::random().unwrap();
+            let key = keyring.store_key(0, &id).unwrap();
+            hashes.insert(StoreKeyHasher.hash_one(key));
+        }
+        // 1000 HMAC outputs: 64-bit hashes taken from them do not collide.
+        assert_eq!(hashes.len(), 1000);
+        assert_ne!(
+            StoreKeyHasher.hash_one([0u8; 32]),
+            StoreKeyHasher.hash_one([1u8; 32])
+        );
     }
 }

@@ -12,7 +12,7 @@ use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 
-use super::crypto::StoreKey;
+use super::crypto::{StoreKey, StoreKeyHasher};
 use super::markers::LogoutMarkers;
 use super::store::{local_lock, LockToken, SessionStore, StoreError};
 
@@ -52,7 +52,7 @@ impl Expiry<String, Duration> for UsedTtl {
 }
 
 pub struct MemoryStore {
-    cache: Cache<StoreKey, Entry>,
+    cache: Cache<StoreKey, Entry, StoreKeyHasher>,
     used: Cache<String, Duration>,
     markers: Arc<LogoutMarkers>,
 }
@@ -63,7 +63,7 @@ impl MemoryStore {
             cache: Cache::builder()
                 .max_capacity(max_sessions)
                 .expire_after(PerEntryTtl)
-                .build(),
+                .build_with_hasher(StoreKeyHasher),
             used: Cache::builder()
                 .max_capacity(MAX_USED)
                 .expire_after(UsedTtl)

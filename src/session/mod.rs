@@ -131,7 +131,11 @@ pub struct Sessions {
     /// How long a consumed login `state` is remembered.
     login_timeout: Duration,
     /// Store key → (the sealed bytes it was opened from, the opened session).
-    opened: moka::sync::Cache<crypto::StoreKey, (Arc<[u8]>, Arc<OpenedSession>)>,
+    opened: moka::sync::Cache<
+        crypto::StoreKey,
+        (Arc<[u8]>, Arc<OpenedSession>),
+        crypto::StoreKeyHasher,
+    >,
 }
 
 impl Sessions {
@@ -148,7 +152,7 @@ impl Sessions {
             opened: moka::sync::Cache::builder()
                 .max_capacity(OPENED_CACHE_MAX.min(cfg.max_sessions))
                 .time_to_idle(OPENED_CACHE_IDLE)
-                .build(),
+                .build_with_hasher(crypto::StoreKeyHasher),
         }
     }
 

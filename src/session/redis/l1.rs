@@ -16,7 +16,7 @@ use moka::future::Cache;
 use super::connect::{store_error, Link};
 use super::{parse_store_key, Keys};
 use crate::clock::now_ms;
-use crate::session::crypto::StoreKey;
+use crate::session::crypto::{StoreKey, StoreKeyHasher};
 use crate::session::markers::LogoutMarkers;
 use crate::session::store::StoreError;
 
@@ -28,7 +28,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub struct L1 {
     /// `None` with `cache_ttl = "0s"`.
-    cache: Option<Cache<StoreKey, Arc<[u8]>>>,
+    cache: Option<Cache<StoreKey, Arc<[u8]>, StoreKeyHasher>>,
     /// Bumped by every invalidation: a read that started before one does not fill the
     /// cache with what it read (it may be the value just invalidated).
     epoch: AtomicU64,
@@ -40,7 +40,7 @@ impl L1 {
             Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .build()
+                .build_with_hasher(StoreKeyHasher)
         });
         L1 {
             cache,
