@@ -126,7 +126,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    portcullis::telemetry::init(&config.log);
+    // Held to the end: the log writer is a background thread.
+    let log = portcullis::telemetry::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -134,7 +135,10 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(run(args, config))
+    let code = runtime.block_on(run(args, config));
+    drop(runtime);
+    drop(log);
+    code
 }
 
 async fn run(args: Args, config: Config) -> ExitCode {
