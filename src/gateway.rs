@@ -430,6 +430,15 @@ fn ambiguous_path<B>(
     response::ambiguous_path(why.0, info.request_id, response::wants_html(req.headers()))
 }
 
+// A seam for the session-scale benchmark (examples/session_scale.rs), kept apart.
+impl Gateway {
+    /// The gateway's sessions (`None` without `[oidc]` and `[session]`): a benchmark fills
+    /// the store the gateway serves from, through `Sessions::create`, before serving it.
+    pub fn sessions(&self) -> Option<&crate::session::Sessions> {
+        self.auth.as_deref().map(Auth::sessions)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,6 +174,15 @@ impl Auth {
     }
 }
 
+// A seam for the session-scale benchmark (examples/session_scale.rs), kept apart.
+impl Auth {
+    /// The sessions this service reads and writes: lets a benchmark fill the gateway's own
+    /// store through `Sessions::create` (sealed exactly as a login does) before serving.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
 /// Sessions the Redis store's in-process L1 holds at most.
 const L1_MAX: u64 = 100_000;
 
