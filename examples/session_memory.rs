@@ -5,6 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "support/rss.rs"]
+mod rss;
+use rss::rss_bytes;
+
 #[path = "support/fake_session.rs"]
 mod fake_session;
 
@@ -15,16 +19,6 @@ use portcullis::session::crypto::Keyring;
 use portcullis::session::memory::MemoryStore;
 use portcullis::session::store::SessionStore;
 use portcullis::session::Sessions;
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

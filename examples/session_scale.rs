@@ -32,6 +32,10 @@
 //! bytes, VmRSS of this process before and after the fill; `sealed_bytes` is the store's
 //! value for the first session, `plain_bytes` what it opens to.)
 
+#[path = "support/rss.rs"]
+mod rss;
+use rss::rss_bytes;
+
 #[path = "support/fake_session.rs"]
 mod fake_session;
 
@@ -90,16 +94,6 @@ fn args() -> Result<Args, String> {
         last_seen_ago,
         fill_threads,
     })
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {

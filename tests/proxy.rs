@@ -1075,12 +1075,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
             .any(|l| l.contains(" request ") && l.contains("path=\"/slow\"")),
         "no access line for the drained request:\n{log}"
     );
-    assert!(
-        log.lines()
-            .last()
-            .is_some_and(|l| l.contains("drained, exiting")),
-        "the last line logged before the exit is missing:\n{log}"
-    );
+    assert_drained_last(&log);
 }
 
 /// A burst of requests answered just before SIGTERM: every access line is in the log
@@ -1141,12 +1136,7 @@ async fn every_access_line_is_written_before_exit() {
             lines[lines.len().saturating_sub(5)..].join("\n")
         }
     );
-    assert!(
-        log.lines()
-            .last()
-            .is_some_and(|l| l.contains("drained, exiting")),
-        "the last line logged before the exit is missing:\n{log}"
-    );
+    assert_drained_last(&log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1327,4 +1317,14 @@ async fn cookies_and_authorization_are_not_logged_even_at_debug() {
         .replace("filter = \"info\"", "filter = \"debug\"");
     let gw = Gateway::start(&config).await;
     assert_secrets_not_logged(&gw).await;
+}
+
+/// The gateway's last log line before a SIGTERM exit is the drain's.
+fn assert_drained_last(log: &str) {
+    assert!(
+        log.lines()
+            .last()
+            .is_some_and(|l| l.contains("drained, exiting")),
+        "the last line logged before the exit is missing:\n{log}"
+    );
 }
