@@ -147,27 +147,33 @@ fn read_reply(
 
 /// One command on a fresh connection to `port`; panics if Redis does not answer.
 pub async fn command<A: AsRef<[u8]>>(port: u16, args: &[A]) -> Reply {
-    let mut conn = Resp::connect(port)
-        .await
-        .unwrap_or_else(|e| panic!("connect to Redis on {port}: {e}"));
-    conn.cmd(args)
+    try_command(port, args)
         .await
         .unwrap_or_else(|e| panic!("Redis on {port}: {e}"))
 }
 
+/// One command on a fresh connection to `port`, or the I/O error.
+pub async fn try_command<A: AsRef<[u8]>>(port: u16, args: &[A]) -> std::io::Result<Reply> {
+    Resp::connect(port).await?.cmd(args).await
+}
+
 /// `INFO <section>` as `field → value`.
 pub async fn info(port: u16, section: &str) -> Vec<(String, String)> {
-    let text = command(port, &["INFO", section]).await.text();
+    parse_info(&command(port, &["INFO", section]).await.text())
+}
+
+fn parse_info(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
 }
 
-/// One field of `INFO <section>`.
+/// One field of `INFO <section>`; `None` also while Redis is not answering. Only polls use
+/// it, and a server changing role drops its clients (a reset is "not yet", not a failure).
 pub async fn info_field(port: u16, section: &str, field: &str) -> Option<String> {
-    info(port, section)
-        .await
+    let reply = try_command(port, &["INFO", section]).await.ok()?;
+    parse_info(&reply.text())
         .into_iter()
         .find(|(k, _)| k == field)
         .map(|(_, v)| v)
