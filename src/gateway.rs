@@ -12,6 +12,7 @@ use crate::auth::Auth;
 use crate::body::Body;
 use crate::config::Config;
 use crate::endpoints::{self, Endpoint};
+use crate::envoy;
 use crate::errors::{Error, Kind};
 use crate::http_client::HttpClient;
 use crate::metrics::RouteMetrics;
@@ -174,13 +175,23 @@ impl Gateway {
         info: &RequestInfo<'_>,
         log: &mut AccessLog<'a>,
     ) -> Result<Response<Body>, Error> {
-        // 0. Limits, one canonical path and one host, before any work.
-        let canonical = match self.check_target(&req, uri)? {
+        // 0. Limits, before any work. An Envoy check describes another request: it is
+        // decided for that request, never routed itself.
+        self.check_limits(&req, uri)?;
+        if let Some(original) = uri
+            .path_and_query()
+            .and_then(|target| envoy::original_target(target.as_str()))
+        {
+            log.route = "ext_authz";
+            log.metrics = &self.own_metrics;
+            return Box::pin(self.ext_authz(req, original, info, log)).await;
+        }
+        // One canonical path and one host.
+        let canonical = match path::canonicalize(uri.path()) {
             Ok(canonical) => canonical,
             Err(why) => return Ok(ambiguous_path(why, info, &req)),
         };
-        let host = crate::host::request_host(req.headers(), uri, req.version())
-            .map_err(|why| Error::new(Kind::BadRequest(why.0)))?;
+        let host = request_host(&req)?;
         let path = canonical.path;
 
         // 1. The gateway's own endpoints (`/metrics` is routed when it has its own listener).
@@ -212,24 +223,9 @@ impl Gateway {
         }
 
         // 3–5. Who is asking, and may they pass?
-        let permit = match &self.auth {
-            Some(auth) if !policy::skips_auth(route, Some(req.method()), &path) => {
-                // Boxed for the same reason: sessions, refresh and JWT checks make a big
-                // future that public routes should not carry.
-                match Box::pin(self.authorize(auth, route, &req, &path, log)).await? {
-                    Authorized::Pass(permit) => permit,
-                    Authorized::Respond(early) => return Ok(early),
-                }
-            }
-            _ => match self.allow(
-                policy::evaluate(route, req.method(), &path, None),
-                &req,
-                route,
-                None,
-            ) {
-                Authorized::Pass(permit) => permit,
-                Authorized::Respond(early) => return Ok(early),
-            },
+        let permit = match self.admit(Some(route), &req, &path, log).await? {
+            Authorized::Pass(permit) => permit,
+            Authorized::Respond(early) => return Ok(early),
         };
 
         // 6. The upstream never sees the gateway's cookies.
@@ -241,21 +237,16 @@ impl Gateway {
         self.forward(req, &permit, route, &path, info).await
     }
 
-    /// Step 0: the size limits, then the one canonical path: what the gateway routes on
-    /// must be what every upstream reads. `Ok(Err(_))` is an ambiguous path (a 400 with
-    /// an audit line).
-    fn check_target<'u>(
-        &self,
-        req: &Request<Body>,
-        uri: &'u http::Uri,
-    ) -> Result<Result<path::CanonicalPath<'u>, path::Ambiguous>, Error> {
+    /// Step 0: the size limits. (Then the one canonical path: what the gateway routes on
+    /// must be what every upstream reads; an ambiguous one is a 400 with an audit line.)
+    fn check_limits(&self, req: &Request<Body>, uri: &http::Uri) -> Result<(), Error> {
         if uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_length {
             return Err(Error::new(Kind::UriTooLong));
         }
         if headers::header_bytes(req.headers()) > self.max_header_bytes {
             return Err(Error::new(Kind::HeadersTooLarge));
         }
-        Ok(path::canonicalize(uri.path()))
+        Ok(())
     }
 
     /// Step 7: to the route's upstream, timed for the metrics.
@@ -316,21 +307,50 @@ impl Gateway {
         }
     }
 
-    /// Steps 3–5 of the request path for a route that needs login: an API client's own
-    /// bearer token (where the route accepts one), else the session — refreshed if its
-    /// access token is about to expire — then the policy.
+    /// Steps 3–5: who is asking, and may they pass? `route` is `None` for an Envoy check
+    /// of a request no route matches: the `[policy]` defaults apply, as for forward-auth.
+    async fn admit(
+        &self,
+        route: Option<&Route>,
+        req: &Request<Body>,
+        path: &str,
+        log: &mut AccessLog<'_>,
+    ) -> Result<Authorized, Error> {
+        let exempt = route.is_some_and(|r| policy::skips_auth(r, Some(req.method()), path));
+        match &self.auth {
+            // Boxed for the same reason as the endpoints: sessions, refresh and JWT checks
+            // make a big future that public routes should not carry.
+            Some(auth) if !exempt => Box::pin(self.authorize(auth, route, req, path, log)).await,
+            _ => Ok(match route {
+                Some(route) => self.allow(
+                    policy::evaluate(route, req.method(), path, None),
+                    req,
+                    &route.name,
+                    None,
+                ),
+                // No [oidc]: nobody can sign in.
+                None => self.allow(Decision::Login, req, "ext_authz", None),
+            }),
+        }
+    }
+
+    /// Steps 3–5 for a request that needs login: an API client's own bearer token (where
+    /// the route accepts one), else the session — refreshed if its access token is about
+    /// to expire — then the policy.
     async fn authorize(
         &self,
         auth: &Auth,
-        route: &Route,
+        route: Option<&Route>,
         req: &Request<Body>,
         path: &str,
         log: &mut AccessLog<'_>,
     ) -> Result<Authorized, Error> {
         let method = req.method();
+        let route_name = route.map_or("ext_authz", |r| r.name.as_str());
+        let policy = route.map_or(auth.global_policy(), |r| &r.policy);
 
         // 3a. API clients with their own JWT.
-        if route.accept_bearer {
+        if route.is_some_and(|r| r.accept_bearer) {
             if let Some(authorization) = bearer_header(req.headers()) {
                 let client = auth.oidc().ok_or_else(|| Error::new(Kind::NotReady))?;
                 let token = authorization
@@ -347,8 +367,8 @@ impl Gateway {
                             identity: &api,
                             authorization,
                         };
-                        let decision = policy::decide(&route.policy, Some(principal));
-                        self.allow(decision, req, route, Some(&api.sub))
+                        let decision = policy::decide(policy, Some(principal));
+                        self.allow(decision, req, route_name, Some(&api.sub))
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "API bearer token refused");
@@ -363,9 +383,13 @@ impl Gateway {
 
         // 5. Policy.
         let session = caller.session.as_ref().map(|l| &l.session);
-        let decision =
-            policy::evaluate(route, method, path, session.map(|s| Principal::Session(s)));
-        let result = match self.allow(decision, req, route, session.map(|s| s.sub.as_str())) {
+        let principal = session.map(|s| Principal::Session(s));
+        let decision = match route {
+            Some(route) => policy::evaluate(route, method, path, principal),
+            None => policy::decide(policy, principal),
+        };
+        let sub = session.map(|s| s.sub.as_str());
+        let result = match self.allow(decision, req, route_name, sub) {
             Authorized::Respond(resp) => Authorized::Respond(caller.finish(auth, resp)),
             pass => pass,
         };
@@ -373,6 +397,71 @@ impl Gateway {
             log.user = caller.session.map(|l| l.session.sub.clone());
         }
         Ok(result)
+    }
+}
+
+impl Gateway {
+    /// An Envoy HTTP ext_authz check: the decision the reverse-proxy path would make for
+    /// the request it describes (`<prefix><original target>`, with the original method,
+    /// Host and the headers Envoy allows), as Envoy reads it: 200 with the headers to set
+    /// upstream, or the denial Envoy relays to the client (302 to log in, 401, 403, 400).
+    /// Every answer lists the identity headers Envoy must remove. Only trusted proxies are
+    /// answered: an allowed answer carries the user's access token.
+    async fn ext_authz<'a>(
+        &'a self,
+        req: Request<Body>,
+        original: &str,
+        info: &RequestInfo<'_>,
+        log: &mut AccessLog<'a>,
+    ) -> Result<Response<Body>, Error> {
+        if !info.conn.trusted {
+            tracing::info!(event = "ext_authz_untrusted", request_id = info.request_id, peer = %info.conn.peer, "ext_authz check from a peer outside server.trusted_proxies refused");
+            return Ok(response::untrusted_peer());
+        }
+        let (mut parts, body) = req.into_parts();
+        parts.uri = described_uri(&parts.uri, original)?;
+        let described = Request::from_parts(parts, body);
+        let mut set = HeaderMap::new();
+        let resp = match self.check(&described, info, log).await {
+            Ok(Authorized::Pass(permit)) => {
+                permit.apply(&mut set);
+                None
+            }
+            Ok(Authorized::Respond(denial)) => Some(denial),
+            Err(e) => Some(response::error(
+                &e,
+                info.request_id,
+                response::wants_html(described.headers()),
+            )),
+        };
+        let removals = envoy::headers_to_remove(&self.client_headers, described.headers(), &set);
+        let resp = resp.unwrap_or_else(|| envoy::allowed(set));
+        Ok(envoy::list_removals(resp, &removals))
+    }
+
+    /// Steps 0–5 for a described request: its canonical path and Host, the route (none is
+    /// fine: the `[policy]` defaults apply), the caller and the policy.
+    async fn check<'a>(
+        &'a self,
+        req: &Request<Body>,
+        info: &RequestInfo<'_>,
+        log: &mut AccessLog<'a>,
+    ) -> Result<Authorized, Error> {
+        let canonical = match path::canonicalize(req.uri().path()) {
+            Ok(canonical) => canonical,
+            Err(why) => return Ok(Authorized::Respond(ambiguous_path(why, info, req))),
+        };
+        let route = self
+            .routes
+            .match_request(request_host(req)?, &canonical.path);
+        if canonical.encoded_slash && !route.is_some_and(|r| r.allow_encoded_slashes) {
+            let why = path::Ambiguous("encoded slash (the route does not allow_encoded_slashes)");
+            return Ok(Authorized::Respond(ambiguous_path(why, info, req)));
+        }
+        if let Some(route) = route {
+            log.route = &route.name;
+        }
+        self.admit(route, req, &canonical.path, log).await
     }
 }
 
@@ -398,18 +487,40 @@ impl Gateway {
         &self,
         decision: Decision,
         req: &Request<B>,
-        route: &Route,
+        route: &str,
         sub: Option<&str>,
     ) -> Authorized {
         match decision {
             Decision::Allow(permit) => Authorized::Pass(permit),
             Decision::Login => Authorized::Respond(response::login_or_unauthorized(req)),
             Decision::Deny => {
-                tracing::info!(event = "policy_deny", route = %route.name, sub = sub.unwrap_or(""), "access denied by policy");
+                tracing::info!(
+                    event = "policy_deny",
+                    route,
+                    sub = sub.unwrap_or(""),
+                    "access denied by policy"
+                );
                 Authorized::Respond(response::forbidden(response::wants_html(req.headers())))
             }
         }
     }
+}
+
+/// The request's one valid Host (host.rs), or 400.
+fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, Error> {
+    crate::host::request_host(req.headers(), req.uri(), req.version())
+        .map_err(|why| Error::new(Kind::BadRequest(why.0)))
+}
+
+/// The request an Envoy check describes: the check's own scheme and authority (h2 carries
+/// the original `:authority` there) with the original path and query.
+fn described_uri(check: &http::Uri, original: &str) -> Result<http::Uri, Error> {
+    let bad = || Error::new(Kind::BadRequest("unusable ext_authz target"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = check.scheme().cloned();
+    parts.authority = check.authority().cloned();
+    parts.path_and_query = Some(original.parse().map_err(|_| bad())?);
+    http::Uri::from_parts(parts).map_err(|_| bad())
 }
 
 /// The `Authorization` header when it carries a bearer token (RFC 6750 §2.1).

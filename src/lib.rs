@@ -9,7 +9,9 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod endpoints;
+pub mod envoy;
 pub mod errors;
+pub mod ext_authz_grpc;
 pub mod gateway;
 pub mod host;
 pub mod http_client;
@@ -107,7 +109,8 @@ pub async fn serve_on(
     Ok(())
 }
 
-/// What runs beside the serving threads: SIGHUP reloads and the `/metrics` listener.
+/// What runs beside the serving threads (on the main runtime): SIGHUP reloads, the
+/// `/metrics` listener and Envoy's gRPC ext_authz listener.
 async fn start_side_jobs(
     gateway: &Arc<gateway::Gateway>,
     config: &Config,
@@ -132,6 +135,19 @@ async fn start_side_jobs(
             }
         });
         tracing::info!(metrics_listen = %addr, "serving /metrics");
+    }
+    if let Some(addr) = config.server.ext_authz_grpc_listen {
+        let listener = server::bind(addr)
+            .await
+            .map_err(|e| format!("server.ext_authz_grpc_listen: cannot listen on {addr}: {e}"))?;
+        let addr = listener.local_addr()?;
+        let gw = gateway.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ext_authz_grpc::serve(listener, gw, server::shutdown_signal()).await {
+                tracing::error!(error = %e, "the gRPC ext_authz listener failed");
+            }
+        });
+        tracing::info!(ext_authz_grpc_listen = %addr, "serving Envoy gRPC ext_authz");
     }
     Ok(())
 }

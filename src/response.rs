@@ -175,6 +175,16 @@ pub fn forbidden(html: bool) -> Response<Body> {
     )
 }
 
+/// 403 for an authorization check (Envoy's ext_authz, a token-carrying forward-auth) from a
+/// peer outside `server.trusted_proxies`: its answers carry the user's access token.
+pub fn untrusted_peer() -> Response<Body> {
+    json_response(
+        StatusCode::FORBIDDEN,
+        r#"{"error":"forbidden","error_description":"authorization checks are answered only to server.trusted_proxies"}"#
+            .to_string(),
+    )
+}
+
 /// 401 for a bearer token that failed validation (RFC 6750 §3.1).
 pub fn invalid_token() -> Response<Body> {
     let mut resp = json_response(
@@ -217,7 +227,12 @@ pub fn login_or_unauthorized<B>(req: &Request<B>) -> Response<Body> {
     if !navigation {
         return unauthorized();
     }
-    let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    login_redirect(req.uri().path_and_query().map_or("/", |p| p.as_str()))
+}
+
+/// A 302 to log in and come back to `original` (a path and query; `/oauth2/start`
+/// validates it again).
+pub fn login_redirect(original: &str) -> Response<Body> {
     let rd: String = url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
     redirect(&format!("/oauth2/start?rd={rd}"))
 }

@@ -55,6 +55,12 @@ pub struct ServerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub metrics_listen: Option<SocketAddr>,
+    /// Envoy's gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`, h2c) here.
+    #[serde(
+        serialize_with = "show::opt_display",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ext_authz_grpc_listen: Option<SocketAddr>,
 }
 
 /// The listener's certificate and key files, and the server config parsed from them at
@@ -102,8 +108,10 @@ struct RawServer {
     drop_underscore_headers: Option<bool>,
     #[serde(default, deserialize_with = "redirect_hosts")]
     allowed_redirect_hosts: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "metrics_listen")]
+    #[serde(default, deserialize_with = "host_port")]
     metrics_listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "host_port")]
+    ext_authz_grpc_listen: Option<SocketAddr>,
 }
 
 fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -113,7 +121,7 @@ fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Erro
     })
 }
 
-fn metrics_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+fn host_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     parse::text(d, |text| {
         text.parse()
             .map_err(|_| format!("{text:?} is not host:port"))
@@ -222,6 +230,7 @@ impl RawServer {
             drop_underscore_headers: self.drop_underscore_headers.unwrap_or(true),
             allowed_redirect_hosts: self.allowed_redirect_hosts.unwrap_or_default(),
             metrics_listen: self.metrics_listen,
+            ext_authz_grpc_listen: self.ext_authz_grpc_listen,
         })
     }
 }
@@ -310,6 +319,10 @@ mod tests {
                 "server.allowed_redirect_hosts",
             ),
             ("metrics_listen = \"9100\"", "server.metrics_listen"),
+            (
+                "ext_authz_grpc_listen = \"grpc\"",
+                "server.ext_authz_grpc_listen",
+            ),
             (
                 "trust_forwarded_headers = \"maybe\"",
                 "server.trust_forwarded_headers",

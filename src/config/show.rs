@@ -96,6 +96,7 @@ strip_request_headers = ["X_Debug", "x-internal"]
 drop_underscore_headers = false
 allowed_redirect_hosts = ["*.example.com"]
 metrics_listen = "127.0.0.1:9100"
+ext_authz_grpc_listen = "127.0.0.1:9191"
 
 [log]
 format = "json"

@@ -11,12 +11,14 @@
 //! CVE-2026-40575). Without a trusted description the answer comes from the session and
 //! the `[policy]` defaults alone, with no path or method exemption, as oauth2-proxy does.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::auth::Auth;
 use crate::body::Body;
+use crate::config::ForwardAuthConfig;
 use crate::errors::{Error, Kind};
+use crate::identity_headers as id;
 use crate::path::canonicalize;
 use crate::policy::{self, Decision, Principal};
 use crate::request::ClientConn;
@@ -36,6 +38,10 @@ pub struct Original {
     pub path: String,
     /// `None` when the proxy did not say (nginx's subrequest is always a GET).
     pub method: Option<Method>,
+    /// The original path and query as `X-Forwarded-Uri` gave it: Traefik and Caddy, which
+    /// send it, relay a non-2xx answer to the client, so a browser can be sent to log in
+    /// and back here. `None` from nginx (`auth_request` cannot relay a redirect).
+    pub relayed_uri: Option<String>,
 }
 
 /// Splits `scheme://host/path?query` (or `/path?query`) without a full URL parser, so a
@@ -86,7 +92,8 @@ pub fn original_request(headers: &HeaderMap) -> Result<Option<Original>, Error> 
             Some(split_original_url(value).ok_or_else(|| bad("unusable X-Original-URL"))?)
         }
     };
-    let from_traefik = match text(&X_FORWARDED_URI) {
+    let forwarded_uri = text(&X_FORWARDED_URI);
+    let from_traefik = match forwarded_uri {
         None => None,
         Some(uri) => match split_original_url(uri) {
             Some((_, path)) if uri.starts_with('/') => {
@@ -94,6 +101,11 @@ pub fn original_request(headers: &HeaderMap) -> Result<Option<Original>, Error> 
             }
             _ => return Err(bad("unusable X-Forwarded-Uri")),
         },
+    };
+    // With nginx's X-Original-URL present the answer goes to nginx, which cannot relay it.
+    let relayed_uri = match from_nginx {
+        None => forwarded_uri.map(str::to_owned),
+        Some(_) => None,
     };
     let (host, path) = match (from_nginx, from_traefik) {
         (Some(n), Some(t)) => {
@@ -119,7 +131,12 @@ pub fn original_request(headers: &HeaderMap) -> Result<Option<Original>, Error> 
         (None, None) => return Err(bad("forward-auth needs X-Original-URL or X-Forwarded-Uri")),
     };
     let host = host.or_else(|| text(&header::HOST).map(str::to_owned));
-    Ok(Some(Original { host, path, method }))
+    Ok(Some(Original {
+        host,
+        path,
+        method,
+        relayed_uri,
+    }))
 }
 
 pub async fn handle(
@@ -128,6 +145,12 @@ pub async fn handle(
     req: &Request<Body>,
     conn: &ClientConn,
 ) -> Result<Response<Body>, Error> {
+    let cfg = auth.forward_auth();
+    if (cfg.pass_access_token || cfg.set_authorization) && !conn.trusted {
+        // This answer would hand the user's access token to whoever asks.
+        tracing::info!(event = "forward_auth_untrusted", peer = %conn.peer, "token-carrying forward-auth check from a peer outside server.trusted_proxies refused");
+        return Ok(response::untrusted_peer());
+    }
     let original = if conn.trusted {
         original_request(req.headers())?
     } else {
@@ -142,7 +165,9 @@ pub async fn handle(
             return Err(bad("encoded slash in the original request's path"));
         }
         if route.is_some_and(|r| policy::skips_auth(r, original.method.as_ref(), &canonical.path)) {
-            return Ok(accepted());
+            let mut resp = accepted();
+            public_headers(cfg, req.headers(), resp.headers_mut());
+            return Ok(resp);
         }
     }
     let policy = route.map_or(auth.global_policy(), |r| &r.policy);
@@ -151,10 +176,16 @@ pub async fn handle(
     let resp = match policy::decide(policy, session.map(|s| Principal::Session(s))) {
         Decision::Allow(permit) => {
             let mut resp = accepted();
-            permit.forward_auth_headers(auth.forward_auth(), resp.headers_mut());
+            public_headers(cfg, req.headers(), resp.headers_mut());
+            permit.forward_auth_headers(cfg, resp.headers_mut());
             resp
         }
-        Decision::Login => unauthorized(),
+        Decision::Login => match original.as_ref().and_then(|o| o.relayed_uri.as_deref()) {
+            Some(uri) if is_navigation(original.as_ref(), req.headers()) => {
+                response::login_redirect(uri)
+            }
+            _ => unauthorized(),
+        },
         Decision::Deny => {
             tracing::info!(
                 event = "policy_deny",
@@ -170,6 +201,31 @@ pub async fn handle(
 
 fn accepted() -> Response<Body> {
     response::empty_response(StatusCode::ACCEPTED)
+}
+
+/// Every header a 2xx may carry, empty, for the user's values to replace: a proxy told to
+/// copy a header the answer lacks may copy something worse than nothing (Caddy before 2.10
+/// copies the literal `{http.reverse_proxy.header.X-…}` text, caddy#6610). With
+/// `set_authorization`, a public answer gives back the client's own `Authorization`, which
+/// the reverse-proxy path lets through on public routes too.
+fn public_headers(cfg: &ForwardAuthConfig, request: &HeaderMap, out: &mut HeaderMap) {
+    let empty = HeaderValue::from_static("");
+    out.insert(id::X_AUTH_REQUEST_USER, empty.clone());
+    out.insert(id::X_AUTH_REQUEST_EMAIL, empty.clone());
+    out.insert(id::X_AUTH_REQUEST_GROUPS, empty.clone());
+    if cfg.pass_access_token {
+        out.insert(id::X_AUTH_REQUEST_ACCESS_TOKEN, empty.clone());
+    }
+    if cfg.set_authorization {
+        let own = request.get(header::AUTHORIZATION).cloned();
+        out.insert(header::AUTHORIZATION, own.unwrap_or(empty));
+    }
+}
+
+/// A browser navigation: a GET or HEAD (as the proxy described it) that accepts HTML.
+fn is_navigation(original: Option<&Original>, request: &HeaderMap) -> bool {
+    let method = original.and_then(|o| o.method.as_ref());
+    method.is_none_or(|m| m == Method::GET || m == Method::HEAD) && response::wants_html(request)
 }
 
 #[cfg(test)]

@@ -75,6 +75,15 @@ const IDENTITY_HEADERS: [&str; 5] = [
 /// Other names upstreams commonly take as "the user" (Apache `REMOTE_USER` via
 /// `Remote-User`, oauth2-proxy's `Gap-Auth`).
 const IDENTITY_ALIASES: [&str; 3] = ["remote-user", "x-remote-user", "gap-auth"];
+/// The forward-auth answer's names (`x-auth-request-*`, stripped as a family), as
+/// oauth2-proxy sets them: what a proxy in front may copy upstream.
+const AUTH_REQUEST_HEADERS: [&str; 5] = [
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+];
 
 /// Which client request headers never reach an upstream.
 #[derive(Debug, Clone, Default)]
@@ -106,6 +115,16 @@ impl ClientHeaderRules {
             || IDENTITY_ALIASES.contains(&n)
             || n.starts_with("x-auth-request-")
             || self.extra.iter().any(|e| e == n)
+    }
+
+    /// Every name `strips` matches exactly, for a proxy that must be told what to remove
+    /// (Envoy's ext_authz): the identity families and the operator's extra names.
+    pub fn known_names(&self) -> impl Iterator<Item = &str> {
+        IDENTITY_HEADERS
+            .into_iter()
+            .chain(IDENTITY_ALIASES)
+            .chain(AUTH_REQUEST_HEADERS)
+            .chain(self.extra.iter().map(String::as_str))
     }
 
     /// Removes every client header `strips` names. One pass over the (few) names present;
