@@ -81,7 +81,8 @@ fn assert_accepted(hop: &Hop, user: &str) -> Hop {
         .map(|g| g.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     if groups.is_empty() {
-        assert!(hop.header("x-auth-request-groups").is_none(), "{hop}");
+        // Present and empty: a proxy told to copy it copies nothing (caddy#6610).
+        assert_eq!(hop.header("x-auth-request-groups"), Some(""), "{hop}");
     } else {
         assert_eq!(
             hop.header("x-auth-request-groups"),
@@ -92,11 +93,46 @@ fn assert_accepted(hop: &Hop, user: &str) -> Hop {
     hop.clone()
 }
 
-/// 202 without an identity (a public route or skipped path, asked without a session).
+/// 202 without an identity (a public route or skipped path, asked without a session):
+/// every identity header present and empty, so a proxy copying them copies nothing.
 fn assert_accepted_anonymous(hop: &Hop) {
     assert_eq!(hop.status, StatusCode::ACCEPTED, "{hop}");
-    assert!(hop.header("x-auth-request-user").is_none(), "{hop}");
-    assert!(hop.header("x-auth-request-access-token").is_none(), "{hop}");
+    for name in [
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-auth-request-groups",
+    ] {
+        assert_eq!(hop.header(name), Some(""), "{name}\n{hop}");
+    }
+    assert!(
+        hop.header("x-auth-request-access-token")
+            .unwrap_or("")
+            .is_empty(),
+        "{hop}"
+    );
+}
+
+/// Not signed in. nginx (`X-Original-URL`) gets 401: `auth_request` cannot relay a
+/// redirect. Traefik and Caddy (`X-Forwarded-Uri`) relay the answer, so a browser
+/// navigation (a described GET or HEAD with the `ask` helper's Accept) is sent to log in
+/// and back to the original target.
+fn assert_login_required(hop: &Hop, original: Original<'_>) {
+    match original {
+        Original::Traefik { uri, method, .. }
+            if method.is_some_and(|m| m == "GET" || m == "HEAD") =>
+        {
+            assert_eq!(hop.status, StatusCode::FOUND, "{hop}");
+            let rd: String = url::form_urlencoded::byte_serialize(uri.as_bytes()).collect();
+            assert_eq!(
+                hop.location_raw(),
+                format!("/oauth2/start?rd={rd}"),
+                "{hop}"
+            );
+            assert!(hop.header("x-auth-request-user").is_none(), "{hop}");
+            assert_no_store(hop);
+        }
+        _ => assert_unauthorized(hop),
+    }
 }
 
 /// 401, never a redirect (the proxy in front decides what a browser sees).
@@ -165,10 +201,11 @@ async fn forward_auth_without_routes_uses_the_policy_defaults() {
         method: Some("GET"),
     };
 
-    // Not signed in: 401 for both styles, even for a browser-like Accept.
+    // Not signed in: 401 for nginx, even for a browser-like Accept; Traefik relays a
+    // redirect to log in.
     let anonymous = Browser::new();
     for original in [nginx_style, traefik_style] {
-        assert_unauthorized(&ask(&anonymous, gw, original).await);
+        assert_login_required(&ask(&anonymous, gw, original).await, original);
     }
     // A client cannot sign itself in with headers.
     let forged = anonymous
@@ -219,7 +256,7 @@ async fn forward_auth_without_routes_uses_the_policy_defaults() {
 
     // The session is the only credential: without the cookie boss is nobody.
     boss.remove_cookie(SESSION_COOKIE);
-    assert_unauthorized(&ask(&boss, gw, nginx_style).await);
+    assert_login_required(&ask(&boss, gw, nginx_style).await, nginx_style);
 }
 
 /// With routes, the route matching the original host + path decides (first match wins,
@@ -356,7 +393,7 @@ methods = ["GET"]
         // The public route is not public on another path of the admin host's route.
         Original::Nginx("https://admin.corp.test/public/x"),
     ] {
-        assert_unauthorized(&ask(&anonymous, gw, original).await);
+        assert_login_required(&ask(&anonymous, gw, original).await, original);
     }
     // A path servers read differently (nginx decodes %2F) is refused outright: no route's
     // exemption can apply to it.
@@ -403,7 +440,7 @@ async fn forward_auth_fails_closed_on_an_unusable_original_url() {
     let anonymous = Browser::new();
     // Sanity: the protected path is protected, the landing page is public.
     let admin = Original::Nginx("http://app.test/admin/x");
-    assert_unauthorized(&ask(&anonymous, gw, admin).await);
+    assert_login_required(&ask(&anonymous, gw, admin).await, admin);
     assert_accepted_anonymous(&ask(&anonymous, gw, Original::Nginx("http://app.test/")).await);
 
     let mut failures = Vec::new();

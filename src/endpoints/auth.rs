@@ -222,10 +222,11 @@ fn public_headers(cfg: &ForwardAuthConfig, request: &HeaderMap, out: &mut Header
     }
 }
 
-/// A browser navigation: a GET or HEAD (as the proxy described it) that accepts HTML.
+/// A browser navigation: a GET or HEAD (as the proxy said: an unknown method is not one)
+/// that accepts HTML.
 fn is_navigation(original: Option<&Original>, request: &HeaderMap) -> bool {
     let method = original.and_then(|o| o.method.as_ref());
-    method.is_none_or(|m| m == Method::GET || m == Method::HEAD) && response::wants_html(request)
+    method.is_some_and(|m| m == Method::GET || m == Method::HEAD) && response::wants_html(request)
 }
 
 #[cfg(test)]
