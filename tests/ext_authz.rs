@@ -552,7 +552,12 @@ async fn an_expiring_access_token_is_refreshed_once_for_concurrent_checks() {
 /// is a forward-auth check that would carry the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_outside_trusted_proxies_get_403_and_no_token() {
-    let stack = Stack::start("trusted_proxies = [\"192.0.2.0/24\"]", "", &[]).await;
+    let stack = Stack::start(
+        "trusted_proxies = [\"192.0.2.0/24\"]",
+        "\n[forward_auth]\npass_access_token = true\n",
+        &[],
+    )
+    .await;
     let boss = stack.direct.login("boss").await;
     for via in BOTH {
         let answer = check(&stack, &boss, via, &get("/reports", NAVIGATION_ACCEPT)).await;
@@ -562,13 +567,28 @@ async fn peers_outside_trusted_proxies_get_403_and_no_token() {
             "{via:?}: {answer:?}"
         );
     }
+    let forward_auth = boss
+        .send(boss.request(Method::GET, &stack.direct.gateway.url_for("/oauth2/auth")))
+        .await;
+    assert_eq!(forward_auth.status, 403, "{forward_auth}");
+    assert!(
+        forward_auth.header("x-auth-request-access-token").is_none(),
+        "{forward_auth}"
+    );
+    assert!(
+        forward_auth.header("x-auth-request-user").is_none(),
+        "{forward_auth}"
+    );
     let log = stack
         .direct
         .gateway
         .wait_for_log(
-            "two ext_authz_untrusted events",
+            "the untrusted checks' events",
             Duration::from_secs(10),
-            |log| log.matches("ext_authz_untrusted").count() >= 2,
+            |log| {
+                log.matches("ext_authz_untrusted").count() >= 2
+                    && log.contains("forward_auth_untrusted")
+            },
         )
         .await;
     assert!(!log.contains("Bearer "), "{log}");
