@@ -19,6 +19,7 @@
 //! Each test binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod caddy;
 pub mod direct;
 pub mod gateway;
 pub mod http;
