@@ -1,9 +1,12 @@
 //! Deployment artifacts: the Kubernetes manifests in `deploy/` and the `Dockerfile`.
 //!
-//! Each kustomize overlay is rendered with `kubectl kustomize`, validated against the
-//! Kubernetes JSON schemas (`kubernetes-validate`), and checked for the shape
-//! `deploy/README.md` describes; the portcullis.toml in its ConfigMap must pass
-//! `portcullis check-config` with the environment the pod gives it. The Dockerfile is
+//! Each kustomize overlay is rendered with `kubectl kustomize`, its Kubernetes objects
+//! validated against the Kubernetes JSON schemas (`kubernetes-validate`), its custom
+//! resources (HTTPRoute, SecurityPolicy, AuthorizationPolicy, VirtualService: no offline
+//! schema) checked field by field, and the whole checked for the shape `deploy/README.md`
+//! describes; the portcullis.toml in its ConfigMap must pass `portcullis check-config`
+//! with the environment the pod gives it. The README's copies of deploy files must equal
+//! the files. The Dockerfile is
 //! parsed: it must build with CI's command and run the binary it copied, as non-root, with
 //! the documented config path. No image is built here.
 //!
@@ -39,7 +42,11 @@ const POD_CIDR_PLACEHOLDER: &str = "10.0.0.0/8";
 const LOGIN_PATHS: [&str; 3] = ["/oauth2/start", "/oauth2/callback", "/oauth2/sign_out"];
 /// Endpoints for trusted proxies only: never routed to portcullis from the public side
 /// (the proxies are trusted peers, so a relayed client would be believed).
-const PROXY_ONLY_PATHS: [&str; 3] = ["/oauth2/ext_authz/reports", "/oauth2/ext_authz", "/oauth2/auth"];
+const PROXY_ONLY_PATHS: [&str; 3] = [
+    "/oauth2/ext_authz/reports",
+    "/oauth2/ext_authz",
+    "/oauth2/auth",
+];
 /// A path of the app: checked by portcullis, then sent to the app.
 const APP_PATH: &str = "/reports/2024";
 /// The headers an ext_authz 200 answer carries for the upstream.
@@ -427,7 +434,9 @@ fn check_ext_authz(docs: &Rendered, shape: &str) -> ExtAuthz {
         match target {
             Some(GATEWAY_PORT) => http_port = port["port"].as_i64(),
             Some(GRPC_PORT) => grpc_port = port["port"].as_i64(),
-            _ => panic!("{shape}: the Service port {port} leads to neither {GATEWAY_PORT} nor {GRPC_PORT}"),
+            _ => panic!(
+                "{shape}: the Service port {port} leads to neither {GATEWAY_PORT} nor {GRPC_PORT}"
+            ),
         }
     }
     let public_host = effective
@@ -453,10 +462,18 @@ fn gateway_api_http_overlay_checks_the_app_route_with_http_ext_authz() {
     let authz = check_ext_authz(&docs, "gateway-api/http");
     let policy = check_gateway_api_routes(&docs, &authz, "gateway-api/http");
     let ext_auth = &policy["spec"]["extAuth"];
-    assert!(ext_auth["grpc"].is_null(), "the HTTP variant has no extAuth.grpc");
+    assert!(
+        ext_auth["grpc"].is_null(),
+        "the HTTP variant has no extAuth.grpc"
+    );
 
     let http = &ext_auth["http"];
-    assert_backend(&http["backendRefs"], &authz.service, authz.http_port, "extAuth.http");
+    assert_backend(
+        &http["backendRefs"],
+        &authz.service,
+        authz.http_port,
+        "extAuth.http",
+    );
     assert_eq!(
         http["path"], EXT_AUTHZ_PATH,
         "Envoy sends {EXT_AUTHZ_PATH}<original path> to portcullis"
@@ -482,7 +499,10 @@ fn gateway_api_grpc_overlay_checks_the_app_route_with_grpc_ext_authz() {
     let authz = check_ext_authz(&docs, "gateway-api/grpc");
     let policy = check_gateway_api_routes(&docs, &authz, "gateway-api/grpc");
     let ext_auth = &policy["spec"]["extAuth"];
-    assert!(ext_auth["http"].is_null(), "the gRPC variant has no extAuth.http");
+    assert!(
+        ext_auth["http"].is_null(),
+        "the gRPC variant has no extAuth.http"
+    );
     assert_backend(
         &ext_auth["grpc"]["backendRefs"],
         &authz.service,
@@ -504,7 +524,9 @@ fn check_gateway_api_routes<'a>(docs: &'a Rendered, authz: &ExtAuthz, shape: &st
     for route in &routes {
         assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
         assert!(
-            array(&route["spec"]["parentRefs"]).iter().any(|p| p["name"].is_string()),
+            array(&route["spec"]["parentRefs"])
+                .iter()
+                .any(|p| p["name"].is_string()),
             "{shape}: every HTTPRoute attaches to a Gateway"
         );
     }
@@ -513,14 +535,23 @@ fn check_gateway_api_routes<'a>(docs: &'a Rendered, authz: &ExtAuthz, shape: &st
     let covered: Vec<&str> = array(&policy["spec"]["targetRefs"])
         .iter()
         .map(|t| {
-            assert_eq!(t["group"], "gateway.networking.k8s.io", "{shape}: targetRef group");
-            assert_eq!(t["kind"], "HTTPRoute", "{shape}: the SecurityPolicy targets an HTTPRoute");
+            assert_eq!(
+                t["group"], "gateway.networking.k8s.io",
+                "{shape}: targetRef group"
+            );
+            assert_eq!(
+                t["kind"], "HTTPRoute",
+                "{shape}: the SecurityPolicy targets an HTTPRoute"
+            );
             let name = t["name"].as_str().expect("targetRef name");
             docs.named("HTTPRoute", name);
             name
         })
         .collect();
-    assert!(!covered.is_empty(), "{shape}: the SecurityPolicy names its HTTPRoute");
+    assert!(
+        !covered.is_empty(),
+        "{shape}: the SecurityPolicy names its HTTPRoute"
+    );
     assert!(
         policy["spec"]["targetRef"].is_null(),
         "{shape}: targetRefs (targetRef is deprecated)"
@@ -644,7 +675,9 @@ fn istio_overlay_checks_gateway_traffic_with_portcullis_except_the_login() {
     }
 
     // The mesh config's providers.
-    let mesh = yaml_to_json(&read(&Path::new(ROOT).join("deploy/istio/mesh-config.yaml")));
+    let mesh = yaml_to_json(&read(
+        &Path::new(ROOT).join("deploy/istio/mesh-config.yaml"),
+    ));
     assert_eq!(mesh.len(), 1, "mesh-config.yaml: one document");
     assert_eq!(mesh[0]["apiVersion"], "install.istio.io/v1alpha1");
     assert_eq!(mesh[0]["kind"], "IstioOperator");
@@ -660,9 +693,19 @@ fn istio_overlay_checks_gateway_traffic_with_portcullis_except_the_login() {
         .find(|p| p["envoyExtAuthzHttp"].is_object())
         .expect("mesh-config.yaml: an envoyExtAuthzHttp provider");
     let http = &http_provider["envoyExtAuthzHttp"];
-    assert_eq!(http["service"], fqdn(&authz.service), "envoyExtAuthzHttp.service");
-    assert_eq!(http["port"], authz.http_port, "envoyExtAuthzHttp.port: the Service's HTTP port");
-    assert_eq!(http["pathPrefix"], EXT_AUTHZ_PATH, "envoyExtAuthzHttp.pathPrefix");
+    assert_eq!(
+        http["service"],
+        fqdn(&authz.service),
+        "envoyExtAuthzHttp.service"
+    );
+    assert_eq!(
+        http["port"], authz.http_port,
+        "envoyExtAuthzHttp.port: the Service's HTTP port"
+    );
+    assert_eq!(
+        http["pathPrefix"], EXT_AUTHZ_PATH,
+        "envoyExtAuthzHttp.pathPrefix"
+    );
     assert_eq!(
         http["statusOnError"], "503",
         "envoyExtAuthzHttp.statusOnError: an unreachable portcullis is a 503, not a 403 denial"
@@ -690,15 +733,27 @@ fn istio_overlay_checks_gateway_traffic_with_portcullis_except_the_login() {
         .iter()
         .find(|p| p["envoyExtAuthzGrpc"].is_object())
         .expect("mesh-config.yaml: an envoyExtAuthzGrpc provider")["envoyExtAuthzGrpc"];
-    assert_eq!(grpc["service"], fqdn(&authz.service), "envoyExtAuthzGrpc.service");
-    assert_eq!(grpc["port"], authz.grpc_port, "envoyExtAuthzGrpc.port: the Service's gRPC port");
-    assert_eq!(grpc["statusOnError"], "503", "envoyExtAuthzGrpc.statusOnError");
+    assert_eq!(
+        grpc["service"],
+        fqdn(&authz.service),
+        "envoyExtAuthzGrpc.service"
+    );
+    assert_eq!(
+        grpc["port"], authz.grpc_port,
+        "envoyExtAuthzGrpc.port: the Service's gRPC port"
+    );
+    assert_eq!(
+        grpc["statusOnError"], "503",
+        "envoyExtAuthzGrpc.statusOnError"
+    );
 
     // The CUSTOM policy names a provider of the mesh config and covers the public host.
     let policy = docs.single("AuthorizationPolicy");
     assert_eq!(policy["apiVersion"], "security.istio.io/v1");
     assert_eq!(policy["spec"]["action"], "CUSTOM");
-    let provider_name = policy["spec"]["provider"]["name"].as_str().expect("provider.name");
+    let provider_name = policy["spec"]["provider"]["name"]
+        .as_str()
+        .expect("provider.name");
     provider(provider_name);
     assert!(
         policy["spec"]["selector"]["matchLabels"].is_object(),
@@ -710,10 +765,15 @@ fn istio_overlay_checks_gateway_traffic_with_portcullis_except_the_login() {
     assert_eq!(operations.len(), 1, "istio: one operation");
     let operation = &operations[0]["operation"];
     assert!(
-        array(&operation["hosts"]).iter().any(|h| h == host.as_str()),
+        array(&operation["hosts"])
+            .iter()
+            .any(|h| h == host.as_str()),
         "istio: the policy covers {host}"
     );
-    assert!(operation["paths"].is_null(), "istio: every path but the notPaths is checked");
+    assert!(
+        operation["paths"].is_null(),
+        "istio: every path but the notPaths is checked"
+    );
     let not_paths: Vec<&str> = array(&operation["notPaths"])
         .iter()
         .map(|p| p.as_str().expect("a path"))
@@ -724,7 +784,9 @@ fn istio_overlay_checks_gateway_traffic_with_portcullis_except_the_login() {
     // checked. Excluded paths are exactly the ones routed to portcullis.
     let service = docs.single("VirtualService");
     assert_eq!(service["apiVersion"], "networking.istio.io/v1");
-    assert!(array(&service["spec"]["hosts"]).iter().any(|h| h == host.as_str()));
+    assert!(array(&service["spec"]["hosts"])
+        .iter()
+        .any(|h| h == host.as_str()));
     let portcullis = (fqdn(&authz.service), authz.http_port);
     for path in LOGIN_PATHS {
         assert_eq!(
@@ -814,7 +876,12 @@ fn every_deploy_directory_renders_and_validates() {
             if path.is_dir() {
                 stack.push(path);
             } else if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
-                dirs.push(dir.strip_prefix(&deploy).unwrap().to_string_lossy().into_owned());
+                dirs.push(
+                    dir.strip_prefix(&deploy)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -885,7 +952,12 @@ fn readme_recipes_show_the_deploy_files_verbatim() {
             "README shows {file} (after a `<!-- file: {file} -->` line)"
         );
     }
-    for dir in ["sidecar-native", "gateway-api/http", "gateway-api/grpc", "istio"] {
+    for dir in [
+        "sidecar-native",
+        "gateway-api/http",
+        "gateway-api/grpc",
+        "istio",
+    ] {
         let apply = format!("kubectl apply -k deploy/{dir}");
         assert!(readme.contains(&apply), "README: the recipe says `{apply}`");
     }
@@ -1428,7 +1500,10 @@ fn validate_schema(overlay: &str, yaml: &str) {
     // custom resources (checked field by field by the tests), but a core object with a
     // mistyped apiVersion would go unchecked the same way.
     let output = stdout(&out) + &stderr(&out);
-    for line in output.lines().filter(|l| l.contains("Couldn't find schema")) {
+    for line in output
+        .lines()
+        .filter(|l| l.contains("Couldn't find schema"))
+    {
         let api_version = line
             .split("with api version ")
             .nth(1)
