@@ -1,9 +1,12 @@
 //! Deployment artifacts: the Kubernetes manifests in `deploy/` and the `Dockerfile`.
 //!
-//! Each kustomize overlay is rendered with `kubectl kustomize`, validated against the
-//! Kubernetes JSON schemas (`kubernetes-validate`), and checked for the shape
-//! `deploy/README.md` describes; the portcullis.toml in its ConfigMap must pass
-//! `portcullis check-config` with the environment the pod gives it. The Dockerfile is
+//! Each kustomize overlay is rendered with `kubectl kustomize`, its Kubernetes objects
+//! validated against the Kubernetes JSON schemas (`kubernetes-validate`), its custom
+//! resources (HTTPRoute, SecurityPolicy, AuthorizationPolicy, VirtualService: no offline
+//! schema) checked field by field, and the whole checked for the shape `deploy/README.md`
+//! describes; the portcullis.toml in its ConfigMap must pass `portcullis check-config`
+//! with the environment the pod gives it. The README's copies of deploy files must equal
+//! the files. The Dockerfile is
 //! parsed: it must build with CI's command and run the binary it copied, as non-root, with
 //! the documented config path. No image is built here.
 //!
@@ -30,6 +33,37 @@ const K8S_VERSIONS: [&str; 2] = ["1.29.0", "1.37.0"];
 /// The gateway's port (server.listen) and the sidecar app's loopback address.
 const GATEWAY_PORT: i64 = 4180;
 const APP_ADDR: &str = "127.0.0.1:8080";
+/// The gRPC ext_authz port (server.ext_authz_grpc_listen) and the HTTP ext_authz prefix.
+const GRPC_PORT: i64 = 9191;
+const EXT_AUTHZ_PATH: &str = "/oauth2/ext_authz";
+/// server.trusted_proxies in deploy/ext-authz: the documented placeholder for the pod CIDR.
+const POD_CIDR_PLACEHOLDER: &str = "10.0.0.0/8";
+/// Endpoints the browser must reach on portcullis itself, outside any ext_authz check.
+const LOGIN_PATHS: [&str; 3] = ["/oauth2/start", "/oauth2/callback", "/oauth2/sign_out"];
+/// Endpoints for trusted proxies only: never routed to portcullis from the public side
+/// (the proxies are trusted peers, so a relayed client would be believed).
+const PROXY_ONLY_PATHS: [&str; 3] = [
+    "/oauth2/ext_authz/reports",
+    "/oauth2/ext_authz",
+    "/oauth2/auth",
+];
+/// A path of the app: checked by portcullis, then sent to the app.
+const APP_PATH: &str = "/reports/2024";
+/// The headers an ext_authz 200 answer carries for the upstream.
+const UPSTREAM_HEADERS: [&str; 4] = [
+    "authorization",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+];
+/// API groups of custom resources, which have no offline schema: the tests check their
+/// fields instead.
+const CUSTOM_RESOURCE_GROUPS: [&str; 4] = [
+    "gateway.networking.k8s.io",
+    "gateway.envoyproxy.io",
+    "security.istio.io",
+    "networking.istio.io",
+];
 
 // ---------------------------------------------------------------------------------------
 // Sidecar shape
@@ -222,7 +256,7 @@ fn check_redis_store(docs: &Rendered, deployment: &Value, effective: &str) {
             .filter(Value::is_object)
             .unwrap_or_else(|| panic!("env {name} comes from a Secret (secretKeyRef)"))
     };
-    let gateway = container(&deployment["spec"]["template"]["spec"], "portcullis");
+    let gateway = gateway_container(&deployment["spec"]["template"]["spec"]);
     let gateway_ref = secret_ref(gateway, "PORTCULLIS__SESSION__REDIS_PASSWORD");
     assert_eq!(
         gateway_ref,
@@ -244,6 +278,689 @@ fn check_redis_store(docs: &Rendered, deployment: &Value, effective: &str) {
         deployment["spec"]["selector"]["matchLabels"],
         "only the gateway pods may reach Redis"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Native-sidecar shape
+
+#[test]
+fn sidecar_native_overlay_starts_portcullis_as_a_native_sidecar_before_the_app() {
+    // Schema-checked for 1.29 too: an initContainer's restartPolicy is in its schema (and
+    // not in 1.27's, which rejects the field).
+    let docs = Rendered::new("sidecar-native");
+    let sidecar = Rendered::new("sidecar");
+
+    let deployment = docs.single("Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let old_pod = &sidecar.single("Deployment")["spec"]["template"]["spec"];
+
+    // The app is the pod's only container, exactly as in deploy/sidecar.
+    let containers = array(&pod["containers"]);
+    assert_eq!(
+        containers.len(),
+        1,
+        "sidecar-native: the app is the only regular container"
+    );
+    assert_eq!(
+        containers[0],
+        *container(old_pod, "app"),
+        "sidecar-native: the app container is deploy/sidecar's, unchanged"
+    );
+
+    // portcullis is a native sidecar: an init container that keeps running.
+    let init = array(&pod["initContainers"]);
+    assert_eq!(
+        init.len(),
+        1,
+        "sidecar-native: one init container, portcullis"
+    );
+    let gateway = &init[0];
+    assert_eq!(gateway["name"], "portcullis");
+    assert_eq!(
+        gateway["restartPolicy"], "Always",
+        "sidecar-native: restartPolicy Always makes the init container a sidecar that runs \
+         beside the app instead of one that must exit before it starts"
+    );
+    let startup = &gateway["startupProbe"]["httpGet"];
+    assert_eq!(
+        startup["path"], "/healthz",
+        "sidecar-native: the app starts once GET /healthz passes (not /readyz: an IdP \
+         outage must not hold the app back)"
+    );
+    assert_eq!(
+        resolve_port(gateway, &startup["port"]),
+        Some(GATEWAY_PORT),
+        "sidecar-native: the startupProbe probes port {GATEWAY_PORT}"
+    );
+    assert_eq!(gateway["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(gateway["livenessProbe"]["httpGet"]["path"], "/healthz");
+
+    // Otherwise it is deploy/sidecar's portcullis container.
+    let mut moved = gateway.clone();
+    let moved_fields = moved.as_object_mut().expect("a container object");
+    moved_fields.remove("restartPolicy");
+    moved_fields.remove("startupProbe");
+    assert_eq!(
+        moved,
+        *container(old_pod, "portcullis"),
+        "sidecar-native: the portcullis container is deploy/sidecar's, plus restartPolicy \
+         and startupProbe"
+    );
+
+    let checks = check_gateway(&docs, deployment, "sidecar-native");
+    assert_service_targets_gateway(docs.single("Service"), deployment);
+    assert!(
+        checks
+            .effective_config
+            .contains(&format!("upstream = \"http://{APP_ADDR}/\"")),
+        "sidecar-native: the route's upstream is http://{APP_ADDR}:\n{}",
+        checks.effective_config
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// portcullis as Envoy's external authorization service (deploy/ext-authz)
+
+#[test]
+fn ext_authz_shape_answers_http_and_grpc_checks_from_the_pod_cidr() {
+    let docs = Rendered::new("ext-authz");
+    check_ext_authz(&docs, "ext-authz");
+}
+
+/// The ext_authz service every integration uses, as `check_ext_authz` found it.
+struct ExtAuthz {
+    /// The portcullis Service and its ports for HTTP (to 4180) and gRPC (to 9191).
+    service: String,
+    http_port: i64,
+    grpc_port: i64,
+    /// The host of server.public_url.
+    public_host: String,
+}
+
+/// deploy/ext-authz as rendered inside `docs`: the standalone gateway (replicas, Redis)
+/// without an Ingress, listening for gRPC checks on 9191 and answering only the pod CIDR.
+fn check_ext_authz(docs: &Rendered, shape: &str) -> ExtAuthz {
+    let deployment = docs.named("Deployment", "portcullis");
+    assert_eq!(
+        deployment["spec"]["replicas"], 2,
+        "{shape}: two replicas, as deploy/standalone"
+    );
+    assert!(
+        docs.all("Ingress").is_empty(),
+        "{shape}: no Ingress: the proxy routes the browser to portcullis"
+    );
+    let checks = check_gateway(docs, deployment, shape);
+    let effective = &checks.effective_config;
+    check_redis_store(docs, deployment, effective);
+
+    // The gRPC listener: in the config, on the container, published by the Service.
+    let listen = format!("ext_authz_grpc_listen = \"0.0.0.0:{GRPC_PORT}\"");
+    assert!(
+        checks.config_file.lines().any(|l| l == listen),
+        "{shape}: portcullis.toml sets `{listen}` under [server]:\n{}",
+        checks.config_file
+    );
+    if !checks.grpc_listener_unchecked {
+        assert!(
+            effective.lines().any(|l| l == listen),
+            "{shape}: the effective config has `{listen}`:\n{effective}"
+        );
+    }
+    let gateway = gateway_container(&deployment["spec"]["template"]["spec"]);
+    assert_eq!(
+        resolve_port(gateway, &Value::from("grpc")),
+        Some(GRPC_PORT),
+        "{shape}: the container declares the port grpc = {GRPC_PORT}"
+    );
+
+    // Only the proxies' addresses get answers: the pod CIDR, not the loopback default.
+    let trusted = format!("trusted_proxies = [\"{POD_CIDR_PLACEHOLDER}\"]");
+    assert!(
+        effective.lines().any(|l| l == trusted),
+        "{shape}: `{trusted}` (the pod CIDR placeholder the proxies' pod IPs fall in):\n{effective}"
+    );
+
+    let service = docs.named("Service", "portcullis");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let selector = service["spec"]["selector"].as_object().expect("selector");
+    assert!(
+        !selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v),
+        "{shape}: the Service selects the gateway pods"
+    );
+    let mut http_port = None;
+    let mut grpc_port = None;
+    for port in array(&service["spec"]["ports"]) {
+        let target = resolve_port(gateway, &port["targetPort"]);
+        match target {
+            Some(GATEWAY_PORT) => http_port = port["port"].as_i64(),
+            Some(GRPC_PORT) => grpc_port = port["port"].as_i64(),
+            _ => panic!(
+                "{shape}: the Service port {port} leads to neither {GATEWAY_PORT} nor {GRPC_PORT}"
+            ),
+        }
+    }
+    let public_host = effective
+        .lines()
+        .find_map(|l| l.strip_prefix("public_url = \"https://"))
+        .and_then(|rest| rest.strip_suffix("/\""))
+        .unwrap_or_else(|| panic!("{shape}: an https public_url:\n{effective}"))
+        .to_string();
+    ExtAuthz {
+        service: service["metadata"]["name"].as_str().unwrap().to_string(),
+        http_port: http_port.unwrap_or_else(|| panic!("{shape}: a Service port to {GATEWAY_PORT}")),
+        grpc_port: grpc_port.unwrap_or_else(|| panic!("{shape}: a Service port to {GRPC_PORT}")),
+        public_host,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Envoy Gateway (deploy/gateway-api)
+
+#[test]
+fn gateway_api_http_overlay_checks_the_app_route_with_http_ext_authz() {
+    let docs = Rendered::new("gateway-api/http");
+    let authz = check_ext_authz(&docs, "gateway-api/http");
+    let policy = check_gateway_api_routes(&docs, &authz, "gateway-api/http");
+    let ext_auth = &policy["spec"]["extAuth"];
+    assert!(
+        ext_auth["grpc"].is_null(),
+        "the HTTP variant has no extAuth.grpc"
+    );
+
+    let http = &ext_auth["http"];
+    assert_backend(
+        &http["backendRefs"],
+        &authz.service,
+        authz.http_port,
+        "extAuth.http",
+    );
+    assert_eq!(
+        http["path"], EXT_AUTHZ_PATH,
+        "Envoy sends {EXT_AUTHZ_PATH}<original path> to portcullis"
+    );
+    assert_eq!(
+        header_set(&http["headersToBackend"]),
+        header_set(&Value::from(UPSTREAM_HEADERS.to_vec())),
+        "extAuth.http.headersToBackend copies exactly the identity headers of a 200 upstream"
+    );
+    let to_auth = header_set(&ext_auth["headersToExtAuth"]);
+    for header in ["cookie", "accept", "authorization"] {
+        assert!(
+            to_auth.contains(header),
+            "extAuth.headersToExtAuth sends {header} in the check (unset, an HTTP check \
+             carries no cookie): {to_auth:?}"
+        );
+    }
+}
+
+#[test]
+fn gateway_api_grpc_overlay_checks_the_app_route_with_grpc_ext_authz() {
+    let docs = Rendered::new("gateway-api/grpc");
+    let authz = check_ext_authz(&docs, "gateway-api/grpc");
+    let policy = check_gateway_api_routes(&docs, &authz, "gateway-api/grpc");
+    let ext_auth = &policy["spec"]["extAuth"];
+    assert!(
+        ext_auth["http"].is_null(),
+        "the gRPC variant has no extAuth.http"
+    );
+    assert_backend(
+        &ext_auth["grpc"]["backendRefs"],
+        &authz.service,
+        authz.grpc_port,
+        "extAuth.grpc",
+    );
+    assert!(
+        ext_auth["headersToExtAuth"].is_null(),
+        "gRPC checks carry all request headers (the cookie too) when headersToExtAuth is unset"
+    );
+}
+
+/// The HTTPRoutes and the SecurityPolicy of a gateway-api overlay: the login endpoints
+/// lead to portcullis on a route no policy covers; the app's paths, and the endpoints
+/// meant for proxies only, lead elsewhere on a route the policy covers. Returns the policy.
+fn check_gateway_api_routes<'a>(docs: &'a Rendered, authz: &ExtAuthz, shape: &str) -> &'a Value {
+    let routes = docs.all("HTTPRoute");
+    assert!(!routes.is_empty(), "{shape}: HTTPRoutes");
+    for route in &routes {
+        assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert!(
+            array(&route["spec"]["parentRefs"])
+                .iter()
+                .any(|p| p["name"].is_string()),
+            "{shape}: every HTTPRoute attaches to a Gateway"
+        );
+    }
+    let policy = docs.single("SecurityPolicy");
+    assert_eq!(policy["apiVersion"], "gateway.envoyproxy.io/v1alpha1");
+    let covered: Vec<&str> = array(&policy["spec"]["targetRefs"])
+        .iter()
+        .map(|t| {
+            assert_eq!(
+                t["group"], "gateway.networking.k8s.io",
+                "{shape}: targetRef group"
+            );
+            assert_eq!(
+                t["kind"], "HTTPRoute",
+                "{shape}: the SecurityPolicy targets an HTTPRoute"
+            );
+            let name = t["name"].as_str().expect("targetRef name");
+            docs.named("HTTPRoute", name);
+            name
+        })
+        .collect();
+    assert!(
+        !covered.is_empty(),
+        "{shape}: the SecurityPolicy names its HTTPRoute"
+    );
+    assert!(
+        policy["spec"]["targetRef"].is_null(),
+        "{shape}: targetRefs (targetRef is deprecated)"
+    );
+
+    let host = &authz.public_host;
+    for path in LOGIN_PATHS {
+        let (route, backend) = http_route_for(&routes, host, path)
+            .unwrap_or_else(|| panic!("{shape}: no HTTPRoute for https://{host}{path}"));
+        assert_eq!(
+            backend,
+            (authz.service.clone(), authz.http_port),
+            "{shape}: {path} goes to portcullis's HTTP port (route {route})"
+        );
+        assert!(
+            !covered.contains(&route.as_str()),
+            "{shape}: {path} is on route {route}, which the SecurityPolicy covers: the \
+             login would be checked and never end"
+        );
+    }
+    for path in PROXY_ONLY_PATHS.iter().chain([&APP_PATH]) {
+        let (route, backend) = http_route_for(&routes, host, path)
+            .unwrap_or_else(|| panic!("{shape}: no HTTPRoute for https://{host}{path}"));
+        assert_ne!(
+            backend.0, authz.service,
+            "{shape}: {path} must not be routed to portcullis from the public side (route {route})"
+        );
+        assert!(
+            covered.contains(&route.as_str()),
+            "{shape}: {path} is on route {route}, which the SecurityPolicy does not cover"
+        );
+    }
+    policy
+}
+
+/// Which HTTPRoute, and which backend (Service name, port), Gateway API picks for a request:
+/// among the rules whose hostname and path match, an Exact path beats a PathPrefix and a
+/// longer prefix beats a shorter one (Gateway API v1 HTTPRouteRule precedence).
+fn http_route_for(routes: &[&Value], host: &str, path: &str) -> Option<(String, (String, i64))> {
+    let mut best: Option<((u8, usize), String, &Value)> = None;
+    for route in routes {
+        let hostnames = array(&route["spec"]["hostnames"]);
+        if !hostnames.is_empty() && !hostnames.iter().any(|h| h == host) {
+            continue;
+        }
+        for rule in array(&route["spec"]["rules"]) {
+            for m in array(&rule["matches"]) {
+                let value = m["path"]["value"].as_str().unwrap_or("/");
+                let rank = match m["path"]["type"].as_str().unwrap_or("PathPrefix") {
+                    "Exact" if value == path => (1, value.len()),
+                    "PathPrefix" => {
+                        let prefix = value.trim_end_matches('/');
+                        if prefix.is_empty()
+                            || path == prefix
+                            || path.starts_with(&format!("{prefix}/"))
+                        {
+                            (0, prefix.len())
+                        } else {
+                            continue;
+                        }
+                    }
+                    "Exact" => continue,
+                    other => panic!("path match type {other} not handled by the test"),
+                };
+                if best.as_ref().is_none_or(|(r, _, _)| rank > *r) {
+                    let name = route["metadata"]["name"].as_str().unwrap().to_string();
+                    best = Some((rank, name, rule));
+                }
+            }
+        }
+    }
+    best.map(|(_, name, rule)| {
+        let backends = array(&rule["backendRefs"]);
+        assert_eq!(backends.len(), 1, "route {name}: one backend per rule");
+        let backend = (
+            backends[0]["name"].as_str().unwrap().to_string(),
+            backends[0]["port"].as_i64().unwrap(),
+        );
+        (name, backend)
+    })
+}
+
+/// A SecurityPolicy's backendRefs: exactly the portcullis Service on `port`.
+fn assert_backend(refs: &Value, service: &str, port: i64, what: &str) {
+    let refs = array(refs);
+    assert_eq!(refs.len(), 1, "{what}: one backendRef");
+    assert_eq!(refs[0]["name"], service, "{what}: the portcullis Service");
+    assert_eq!(refs[0]["port"], port, "{what}: port {port}");
+    assert!(
+        refs[0]["kind"].is_null() || refs[0]["kind"] == "Service",
+        "{what}: a Service"
+    );
+}
+
+/// Header names, lowercased (header names are case-insensitive).
+fn header_set(list: &Value) -> std::collections::BTreeSet<String> {
+    array(list)
+        .iter()
+        .map(|h| h.as_str().expect("a header name").to_ascii_lowercase())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Istio (deploy/istio)
+
+#[test]
+fn istio_overlay_checks_gateway_traffic_with_portcullis_except_the_login() {
+    let docs = Rendered::new("istio");
+    let authz = check_ext_authz(&docs, "istio");
+    let fqdn = |service: &str| format!("{service}.default.svc.cluster.local");
+    let host = &authz.public_host;
+
+    // portcullis and Redis run without a sidecar: behind one, every check would come from
+    // 127.0.0.6 and trusted_proxies could not tell the gateway from anyone.
+    for name in ["portcullis", "redis"] {
+        let labels = &docs.named("Deployment", name)["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(
+            labels["sidecar.istio.io/inject"], "false",
+            "istio: the {name} pods are kept out of the mesh"
+        );
+    }
+
+    // The mesh config's providers.
+    let mesh = yaml_to_json(&read(
+        &Path::new(ROOT).join("deploy/istio/mesh-config.yaml"),
+    ));
+    assert_eq!(mesh.len(), 1, "mesh-config.yaml: one document");
+    assert_eq!(mesh[0]["apiVersion"], "install.istio.io/v1alpha1");
+    assert_eq!(mesh[0]["kind"], "IstioOperator");
+    let providers = array(&mesh[0]["spec"]["meshConfig"]["extensionProviders"]);
+    let provider = |name: &str| {
+        providers
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("mesh-config.yaml: no extensionProvider named {name}"))
+    };
+    let http_provider = providers
+        .iter()
+        .find(|p| p["envoyExtAuthzHttp"].is_object())
+        .expect("mesh-config.yaml: an envoyExtAuthzHttp provider");
+    let http = &http_provider["envoyExtAuthzHttp"];
+    assert_eq!(
+        http["service"],
+        fqdn(&authz.service),
+        "envoyExtAuthzHttp.service"
+    );
+    assert_eq!(
+        http["port"], authz.http_port,
+        "envoyExtAuthzHttp.port: the Service's HTTP port"
+    );
+    assert_eq!(
+        http["pathPrefix"], EXT_AUTHZ_PATH,
+        "envoyExtAuthzHttp.pathPrefix"
+    );
+    assert_eq!(
+        http["statusOnError"], "503",
+        "envoyExtAuthzHttp.statusOnError: an unreachable portcullis is a 503, not a 403 denial"
+    );
+    let in_check = header_set(&http["includeRequestHeadersInCheck"]);
+    for header in ["cookie", "authorization", "accept"] {
+        assert!(
+            in_check.contains(header),
+            "includeRequestHeadersInCheck has {header}: {in_check:?}"
+        );
+    }
+    assert_eq!(
+        header_set(&http["headersToUpstreamOnAllow"]),
+        header_set(&Value::from(UPSTREAM_HEADERS.to_vec())),
+        "headersToUpstreamOnAllow: exactly the identity headers of a 200"
+    );
+    let on_deny = header_set(&http["headersToDownstreamOnDeny"]);
+    for header in ["location", "set-cookie", "www-authenticate", "content-type"] {
+        assert!(
+            on_deny.contains(header),
+            "headersToDownstreamOnDeny has {header} (the login redirect, the API challenge): {on_deny:?}"
+        );
+    }
+    let grpc = &providers
+        .iter()
+        .find(|p| p["envoyExtAuthzGrpc"].is_object())
+        .expect("mesh-config.yaml: an envoyExtAuthzGrpc provider")["envoyExtAuthzGrpc"];
+    assert_eq!(
+        grpc["service"],
+        fqdn(&authz.service),
+        "envoyExtAuthzGrpc.service"
+    );
+    assert_eq!(
+        grpc["port"], authz.grpc_port,
+        "envoyExtAuthzGrpc.port: the Service's gRPC port"
+    );
+    assert_eq!(
+        grpc["statusOnError"], "503",
+        "envoyExtAuthzGrpc.statusOnError"
+    );
+
+    // The CUSTOM policy names a provider of the mesh config and covers the public host.
+    let policy = docs.single("AuthorizationPolicy");
+    assert_eq!(policy["apiVersion"], "security.istio.io/v1");
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    let provider_name = policy["spec"]["provider"]["name"]
+        .as_str()
+        .expect("provider.name");
+    provider(provider_name);
+    assert!(
+        policy["spec"]["selector"]["matchLabels"].is_object(),
+        "istio: the policy selects the ingress gateway's pods"
+    );
+    let rules = array(&policy["spec"]["rules"]);
+    assert_eq!(rules.len(), 1, "istio: one rule");
+    let operations = array(&rules[0]["to"]);
+    assert_eq!(operations.len(), 1, "istio: one operation");
+    let operation = &operations[0]["operation"];
+    assert!(
+        array(&operation["hosts"])
+            .iter()
+            .any(|h| h == host.as_str()),
+        "istio: the policy covers {host}"
+    );
+    assert!(
+        operation["paths"].is_null(),
+        "istio: every path but the notPaths is checked"
+    );
+    let not_paths: Vec<&str> = array(&operation["notPaths"])
+        .iter()
+        .map(|p| p.as_str().expect("a path"))
+        .collect();
+    let checked = |path: &str| !not_paths.iter().any(|p| istio_path_matches(p, path));
+
+    // Routing: the login endpoints to portcullis, unchecked; everything else to the app,
+    // checked. Excluded paths are exactly the ones routed to portcullis.
+    let service = docs.single("VirtualService");
+    assert_eq!(service["apiVersion"], "networking.istio.io/v1");
+    assert!(array(&service["spec"]["hosts"])
+        .iter()
+        .any(|h| h == host.as_str()));
+    let portcullis = (fqdn(&authz.service), authz.http_port);
+    for path in LOGIN_PATHS {
+        assert_eq!(
+            virtual_service_route(service, path),
+            portcullis,
+            "istio: {path} goes to portcullis's HTTP port"
+        );
+        assert!(
+            !checked(path),
+            "istio: {path} is excluded from the CUSTOM check (notPaths), or the login never ends"
+        );
+    }
+    for path in PROXY_ONLY_PATHS.iter().chain([&APP_PATH]) {
+        assert_ne!(
+            virtual_service_route(service, path).0,
+            portcullis.0,
+            "istio: {path} must not be routed to portcullis from the public side"
+        );
+        assert!(checked(path), "istio: {path} is checked by portcullis");
+    }
+    for pattern in &not_paths {
+        assert!(
+            !pattern.contains('*'),
+            "istio: notPaths names endpoints exactly ({pattern} would also leave other \
+             paths unchecked)"
+        );
+        assert_eq!(
+            virtual_service_route(service, pattern),
+            portcullis,
+            "istio: the unchecked {pattern} goes to portcullis, not to the app"
+        );
+    }
+}
+
+/// Where an Istio VirtualService sends `path` (host, port): its first matching http rule.
+fn virtual_service_route(service: &Value, path: &str) -> (String, i64) {
+    let rule = array(&service["spec"]["http"])
+        .iter()
+        .find(|rule| {
+            let matches = array(&rule["match"]);
+            matches.is_empty()
+                || matches.iter().any(|m| {
+                    let uri = &m["uri"];
+                    if let Some(exact) = uri["exact"].as_str() {
+                        exact == path
+                    } else if let Some(prefix) = uri["prefix"].as_str() {
+                        path.starts_with(prefix)
+                    } else {
+                        panic!("uri match {uri} not handled by the test")
+                    }
+                })
+        })
+        .unwrap_or_else(|| panic!("the VirtualService routes {path} nowhere"));
+    let routes = array(&rule["route"]);
+    assert_eq!(routes.len(), 1, "one destination per rule");
+    let destination = &routes[0]["destination"];
+    (
+        destination["host"].as_str().unwrap().to_string(),
+        destination["port"]["number"].as_i64().unwrap(),
+    )
+}
+
+/// Istio's path patterns in AuthorizationPolicy: exact, `prefix*`, `*suffix` or `*`.
+fn istio_path_matches(pattern: &str, path: &str) -> bool {
+    if pattern == "*" {
+        true
+    } else if let Some(prefix) = pattern.strip_suffix('*') {
+        path.starts_with(prefix)
+    } else if let Some(suffix) = pattern.strip_prefix('*') {
+        path.ends_with(suffix)
+    } else {
+        pattern == path
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Every overlay, and the README's copies of the files
+
+#[test]
+fn every_deploy_directory_renders_and_validates() {
+    let deploy = Path::new(ROOT).join("deploy");
+    let mut dirs = Vec::new();
+    let mut stack = vec![deploy.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read deploy/") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+                dirs.push(
+                    dir.strip_prefix(&deploy)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    dirs.sort();
+    for expected in [
+        "base",
+        "sidecar",
+        "sidecar-native",
+        "standalone",
+        "ext-authz",
+        "gateway-api/routes",
+        "gateway-api/http",
+        "gateway-api/grpc",
+        "istio",
+    ] {
+        assert!(
+            dirs.iter().any(|d| d == expected),
+            "deploy/{expected}/kustomization.yaml exists: {dirs:?}"
+        );
+    }
+    for dir in &dirs {
+        let docs = Rendered::new(dir);
+        assert!(!docs.docs.is_empty(), "deploy/{dir} renders objects");
+    }
+}
+
+/// Files the README's recipes show in full, each after a `<!-- file: PATH -->` line.
+const README_FILES: [&str; 3] = [
+    "deploy/sidecar-native/native-sidecar.yaml",
+    "deploy/gateway-api/http/security-policy.yaml",
+    "deploy/istio/mesh-config.yaml",
+];
+
+#[test]
+fn readme_recipes_show_the_deploy_files_verbatim() {
+    let readme = read(&Path::new(ROOT).join("README.md"));
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut shown = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(file) = line
+            .strip_prefix("<!-- file: ")
+            .and_then(|rest| rest.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let fence = lines
+            .get(i + 1)
+            .filter(|l| l.starts_with("```"))
+            .unwrap_or_else(|| panic!("README: a fenced block right after `{line}`"));
+        let end = lines[i + 2..]
+            .iter()
+            .position(|l| *l == "```")
+            .unwrap_or_else(|| panic!("README: the block after `{line}` ({fence}) is closed"));
+        let block: String = lines[i + 2..i + 2 + end]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            block,
+            read(&Path::new(ROOT).join(file)),
+            "README: the block after `{line}` is not {file} as committed; copy the file in"
+        );
+        shown.push(file);
+    }
+    for file in README_FILES {
+        assert!(
+            shown.contains(&file),
+            "README shows {file} (after a `<!-- file: {file} -->` line)"
+        );
+    }
+    for dir in [
+        "sidecar-native",
+        "gateway-api/http",
+        "gateway-api/grpc",
+        "istio",
+    ] {
+        let apply = format!("kubectl apply -k deploy/{dir}");
+        assert!(readme.contains(&apply), "README: the recipe says `{apply}`");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -352,19 +1069,24 @@ fn dockerfile_builds_with_ci_command_and_runs_binary_as_non_root() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The gateway container, common to both shapes
+// The gateway container, common to all shapes
 
 /// What `check_gateway` found, for the shape-specific assertions.
 struct GatewayChecks {
     /// `portcullis check-config` output with the pod's environment (valid secrets).
     effective_config: String,
+    /// The ConfigMap's portcullis.toml as committed.
+    config_file: String,
+    /// This binary does not know `server.ext_authz_grpc_listen` yet, so check-config ran
+    /// on the file without that line (see `config_this_binary_reads`).
+    grpc_listener_unchecked: bool,
 }
 
 /// Checks the portcullis container of `deployment` (probes, hardening, secrets, config
 /// mount, metrics) and runs `check-config` on its ConfigMap's portcullis.toml.
 fn check_gateway(docs: &Rendered, deployment: &Value, shape: &str) -> GatewayChecks {
     let pod = &deployment["spec"]["template"]["spec"];
-    let gateway = container(pod, "portcullis");
+    let gateway = gateway_container(pod);
 
     assert!(
         array(&gateway["ports"])
@@ -389,7 +1111,7 @@ fn check_gateway(docs: &Rendered, deployment: &Value, shape: &str) -> GatewayChe
         pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
         "{shape}: seccompProfile RuntimeDefault"
     );
-    for c in array(&pod["containers"]) {
+    for c in pod_containers(pod) {
         let name = c["name"].as_str().unwrap_or("?");
         let effective = |key: &str| {
             let own = &c["securityContext"][key];
@@ -509,7 +1231,8 @@ fn check_gateway(docs: &Rendered, deployment: &Value, shape: &str) -> GatewayChe
     // check-config on the ConfigMap's portcullis.toml.
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join(file);
-    std::fs::write(&config, toml).expect("write config");
+    let (checked_toml, grpc_listener_unchecked) = config_this_binary_reads(toml, shape);
+    std::fs::write(&config, checked_toml).expect("write config");
 
     // The committed Secret holds a placeholder the gateway refuses, so nobody runs with a
     // session secret published in git.
@@ -573,14 +1296,45 @@ fn check_gateway(docs: &Rendered, deployment: &Value, shape: &str) -> GatewayChe
     }
     GatewayChecks {
         effective_config: effective,
+        config_file: toml.to_string(),
+        grpc_listener_unchecked,
     }
+}
+
+/// The config file as this binary can check it. `server.ext_authz_grpc_listen` (the gRPC
+/// ext_authz listener) is being added to the gateway alongside these manifests; a binary
+/// that rejects exactly that key as unknown predates it. Then check-config runs on the file
+/// without that line (with a note) and every other key is still checked; a binary that
+/// knows the key checks the whole file, and any other unknown key fails as before.
+fn config_this_binary_reads(toml: &str, shape: &str) -> (String, bool) {
+    const KEY: &str = "ext_authz_grpc_listen";
+    if !toml.lines().any(|l| l.trim_start().starts_with(KEY)) {
+        return (toml.to_string(), false);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("probe.toml");
+    std::fs::write(&config, toml).expect("write config");
+    let env = BTreeMap::from([("PORTCULLIS__SESSION__SECRET".to_string(), "s".repeat(48))]);
+    let out = check_config(&config, &env);
+    if out.status.success() || !stderr(&out).contains(&format!("server.{KEY}: unknown key")) {
+        return (toml.to_string(), false);
+    }
+    eprintln!(
+        "NOTE: {shape}: this portcullis binary does not know server.{KEY} yet; \
+         check-config runs on the config without that line"
+    );
+    let without: Vec<&str> = toml
+        .lines()
+        .filter(|l| !l.trim_start().starts_with(KEY))
+        .collect();
+    (without.join("\n") + "\n", true)
 }
 
 /// The Service's ports all lead to portcullis's 4180 (never the app's 8080), and its
 /// selector picks the gateway's pods.
 fn assert_service_targets_gateway(service: &Value, deployment: &Value) {
     let name = &service["metadata"]["name"];
-    let gateway = container(&deployment["spec"]["template"]["spec"], "portcullis");
+    let gateway = gateway_container(&deployment["spec"]["template"]["spec"]);
     let ports = array(&service["spec"]["ports"]);
     assert!(!ports.is_empty(), "Service {name} has ports");
     for port in ports {
@@ -742,6 +1496,26 @@ fn validate_schema(overlay: &str, yaml: &str) {
         stdout(&out),
         stderr(&out)
     );
+    // The validator skips, with a warning, any kind it has no schema for: fine for the
+    // custom resources (checked field by field by the tests), but a core object with a
+    // mistyped apiVersion would go unchecked the same way.
+    let output = stdout(&out) + &stderr(&out);
+    for line in output
+        .lines()
+        .filter(|l| l.contains("Couldn't find schema"))
+    {
+        let api_version = line
+            .split("with api version ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("deploy/{overlay}: unexpected validator line: {line}"));
+        let group = api_version.split_once('/').map_or("", |(group, _)| group);
+        assert!(
+            CUSTOM_RESOURCE_GROUPS.contains(&group),
+            "deploy/{overlay}: no Kubernetes schema for {api_version} (a mistyped apiVersion? \
+             only the custom resources of {CUSTOM_RESOURCE_GROUPS:?} may go unvalidated): {line}"
+        );
+    }
 }
 
 /// Multi-document YAML to JSON values, with python3 and PyYAML.
@@ -780,6 +1554,23 @@ fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("a container named {name}"))
+}
+
+/// The portcullis container: one of the pod's containers, or a native sidecar among its
+/// initContainers.
+fn gateway_container(pod: &Value) -> &Value {
+    pod_containers(pod)
+        .into_iter()
+        .find(|c| c["name"] == "portcullis")
+        .expect("a container named portcullis (in containers or initContainers)")
+}
+
+/// The pod's containers and init containers.
+fn pod_containers(pod: &Value) -> Vec<&Value> {
+    array(&pod["containers"])
+        .iter()
+        .chain(array(&pod["initContainers"]))
+        .collect()
 }
 
 fn env_value(container: &Value, name: &str) -> Option<String> {
