@@ -128,6 +128,15 @@ async fn caddy_forward_auth_logs_in_returns_to_the_page_and_passes_identity() {
         .await;
     assert_no_placeholder(&echo);
 
+    // The check endpoints are not published through Caddy: they go to the app (checked)
+    // like any path, so no answer carrying the bearer reaches a client.
+    for path in ["/oauth2/auth", "/oauth2/ext_authz/reports"] {
+        let hop = boss.navigate(&caddy.url_for(path)).await;
+        assert_eq!(hop.echo().upstream, "behind-caddy", "{hop}");
+        assert!(hop.header("authorization").is_none(), "{hop}");
+        assert!(hop.header("x-auth-request-user").is_none(), "{hop}");
+    }
+
     // Signed in, a client's own identity headers are replaced by the gateway's.
     let forged = boss
         .send(

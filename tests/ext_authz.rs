@@ -610,7 +610,16 @@ fn the_readme_recipes_are_the_tested_files_and_set_what_the_checks_need() {
             text.contains("status_on_error: { code: ServiceUnavailable }"),
             "{path}"
         );
-        assert!(text.contains("match: { prefix: /oauth2/ }"), "{path}");
+        assert!(
+            text.contains(
+                "regex: \"/oauth2/(start|callback|sign_out|userinfo|backchannel-logout)\""
+            ),
+            "{path}: the login pages must reach portcullis unchecked"
+        );
+        assert!(
+            !text.contains("match: { prefix: /oauth2"),
+            "{path}: the check endpoints would be published"
+        );
         assert!(
             text.contains("disabled: true"),
             "{path}: /oauth2/ must not be checked"

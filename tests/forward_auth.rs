@@ -561,44 +561,16 @@ async fn forward_auth_client_cannot_override_the_proxy_description() {
 /// nginx's auth subrequest is always a GET, so the original method goes in
 /// `X-Forwarded-Method` (the gateway needs it for `methods`-bound exemptions).
 fn nginx_server(gateway: SocketAddr, upstream: SocketAddr) -> String {
-    format!(
-        r#"    server {{
-        listen @LISTEN@;
-        server_name _;
+    nginx_recipe()
+        .replace("listen 80;", "listen @LISTEN@;")
+        .replace("127.0.0.1:4180", &gateway.to_string())
+        .replace("127.0.0.1:8080", &upstream.to_string())
+}
 
-        location / {{
-            auth_request /oauth2/auth;
-            auth_request_set $user   $upstream_http_x_auth_request_user;
-            auth_request_set $email  $upstream_http_x_auth_request_email;
-            auth_request_set $groups $upstream_http_x_auth_request_groups;
-            proxy_set_header X-Auth-Request-User   $user;
-            proxy_set_header X-Auth-Request-Email  $email;
-            proxy_set_header X-Auth-Request-Groups $groups;
-            error_page 401 = @login;
-            proxy_pass http://{upstream};
-        }}
-
-        location = /oauth2/auth {{
-            internal;
-            proxy_pass http://{gateway};
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
-            proxy_set_header X-Forwarded-Method $request_method;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-        }}
-
-        location /oauth2/ {{
-            proxy_pass http://{gateway};
-            proxy_set_header Host $http_host;
-        }}
-
-        location @login {{
-            return 302 /oauth2/start?rd=$request_uri;
-        }}
-    }}
-"#
-    )
+/// The README's nginx recipe, as the tests run it.
+fn nginx_recipe() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/portcullis.conf");
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// IdP + gateway (forward-auth only, no routes) + echo upstream, with nginx in front on
@@ -747,6 +719,13 @@ async fn nginx_auth_request_end_to_end() {
         StatusCode::NOT_FOUND,
         "`internal;`\n{direct}"
     );
+    // The check endpoints are not published through nginx: /oauth2/ext_authz goes to the
+    // app like any path (after the check), so no answer with the bearer reaches a client.
+    for path in ["/oauth2/ext_authz/dashboard", "/oauth2/ext_authz"] {
+        let hop = boss.navigate(&nginx.url_for(path)).await;
+        assert_eq!(hop.echo().upstream, "behind-nginx", "{hop}");
+        assert!(hop.header("authorization").is_none(), "{hop}");
+    }
 
     // A user the policy denies: nginx answers 403 itself, the upstream never sees eve.
     let seen_before = stack.upstream.received().len();
@@ -895,5 +874,16 @@ public = true
         leaks.is_empty(),
         "anonymous requests reached the protected upstream behind nginx:\n{}",
         leaks.join("\n")
+    );
+}
+
+/// The README shows the nginx recipe the tests run.
+#[test]
+fn the_readme_nginx_recipe_is_the_tested_file() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    assert!(
+        readme.contains(nginx_recipe().trim_end()),
+        "README does not show deploy/nginx/portcullis.conf as it is"
     );
 }
