@@ -15,6 +15,7 @@ use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 
 use common::caddy::{caddy_available, Caddy};
+use common::chromium::{chromium, login_in_chromium};
 use common::direct::{gateway_toml, port_candidates, start_idp};
 use common::gateway::wait_for_readyz;
 use common::login::{random_hex, Browser, NAVIGATION_ACCEPT};
@@ -226,6 +227,46 @@ async fn caddy_forward_auth_logs_in_returns_to_the_page_and_passes_identity() {
             |log| log.matches("\"path\":\"/oauth2/auth\"").count() >= 6,
         )
         .await;
+}
+
+/// The same login in a real browser: Chromium opens a page through Caddy, is sent to the
+/// IdP, signs in, and ends on that page with the upstream seeing the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_forward_auth_browser_login_in_chromium() {
+    let test = "caddy_forward_auth_browser_login_in_chromium";
+    if !caddy_available(test) {
+        return;
+    }
+    let Some(chromium) = chromium(test) else {
+        return;
+    };
+    let stack = Stack::start().await;
+    let start = stack.caddy.url_for("/reports/q3?year=2026");
+    let login = login_in_chromium(&chromium, &start, "boss", "login-caddy-chromium.png").await;
+    assert_eq!(
+        login.final_url.as_str(),
+        start,
+        "back on the original page through Caddy"
+    );
+    assert_eq!(login.echo.upstream, "behind-caddy");
+    assert_eq!(login.echo.path, "/reports/q3?year=2026");
+    assert_eq!(
+        login.echo.header("x-forwarded-user"),
+        Some("boss"),
+        "{:?}",
+        login.echo
+    );
+    assert_eq!(login.echo.header("x-forwarded-groups"), Some("admins,eng"));
+    assert!(
+        login
+            .echo
+            .header("authorization")
+            .unwrap_or("")
+            .starts_with("Bearer "),
+        "{:?}",
+        login.echo
+    );
+    assert_no_placeholder(&login.echo);
 }
 
 /// The README shows the recipe this test runs.

@@ -11,14 +11,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use url::Url;
 
+use common::chromium::{chromium, login_in_chromium};
 use common::gateway::{try_start_gateway, wait_for_readyz, GatewayListener};
 use common::idp::{Idp, IdpBuilder};
 use common::login::{
@@ -26,10 +25,7 @@ use common::login::{
     IdpStep, LOGIN_COOKIE_PREFIX, SESSION_COOKIE,
 };
 use common::mock_idp::{ClientAuth, IdTokenFault, MockIdp};
-use common::{
-    free_port, spawn_and_wait_for_line, EchoUpstream, Echoed, Gateway, GatewayAddr,
-    InProcessGateway,
-};
+use common::{free_port, EchoUpstream, Echoed, Gateway, GatewayAddr, InProcessGateway};
 
 const ALICE: &str = "alice";
 const ALICE_EMAIL: &str = "alice@corp.test";
@@ -1553,60 +1549,18 @@ async fn session_secret_rotation_keeps_logins_in_flight() {
 
 #[tokio::test]
 async fn browser_login_in_chromium() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
-    if !Path::new(&chromium).exists() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "{chromium} is missing; in CI the browser test must run"
-        );
-        eprintln!("SKIPPED browser_login_in_chromium: {chromium} not found (CI != true)");
+    let Some(chromium) = chromium("browser_login_in_chromium") else {
         return;
-    }
+    };
     let stack = Stack::start().await;
-    let artifacts: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("test-artifacts");
-    std::fs::create_dir_all(&artifacts).expect("create target/test-artifacts");
-    let screenshot = artifacts.join("login-chromium.png");
-    let _ = std::fs::remove_file(&screenshot);
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp/login-flow.mjs");
-    let mut cmd = Command::new("node");
-    cmd.arg(script)
-        .arg(stack.url())
-        .arg(ALICE)
-        .arg(&screenshot)
-        .env("CHROMIUM", &chromium)
-        .env("LOGIN_FLOW_TIMEOUT_MS", "45000");
-    const PREFIX: &str = "{\"final_url\"";
-    let (mut flow, rest) = spawn_and_wait_for_line(cmd, PREFIX, Duration::from_secs(60)).await;
-    let status = flow
-        .wait_exit(Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|| panic!("login-flow.mjs did not exit:\n{}", flow.output()));
-    assert!(
-        status.success(),
-        "login-flow.mjs: {status}\n{}",
-        flow.output()
-    );
-
-    let result: Value = serde_json::from_str(&format!("{PREFIX}{rest}")).expect("result JSON");
-    let final_url = Url::parse(result["final_url"].as_str().unwrap()).unwrap();
+    let login = login_in_chromium(&chromium, &stack.url(), ALICE, "login-chromium.png").await;
     assert_eq!(
-        final_url.origin(),
+        login.final_url.origin(),
         Url::parse(&stack.url()).unwrap().origin(),
         "the browser should end on the gateway"
     );
-    assert_eq!(final_url.path(), "/");
-    // The page is the upstream's JSON echo (Chromium may add its JSON viewer's chrome).
-    let body = result["body_text"].as_str().unwrap();
-    let json = &body[body.find('{').expect("JSON in the page")..=body.rfind('}').unwrap()];
-    let echo = Echoed::parse(json.as_bytes());
-    assert_upstream_saw_alice(&stack, &echo).await;
-    let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 0, "no screenshot at {}", screenshot.display());
+    assert_eq!(login.final_url.path(), "/");
+    assert_upstream_saw_alice(&stack, &login.echo).await;
 }
 
 // ----- 15. tabs --------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 #![allow(dead_code)]
 
 pub mod caddy;
+pub mod chromium;
 pub mod direct;
 pub mod gateway;
 pub mod http;

@@ -2,7 +2,7 @@
 //
 //   node tests/idp/login-flow.mjs <gateway_url> <username> <screenshot_path>
 //
-// Opens <gateway_url>/ (which must redirect to the IdP), signs in on the IdP
+// Opens <gateway_url> (a page that must redirect to the IdP), signs in on the IdP
 // login form with <username> (any password), approves the consent page if shown,
 // waits until the browser is back on the gateway origin, takes a full-page
 // screenshot and prints ONE JSON line to stdout:
@@ -27,7 +27,8 @@ if (!gatewayArg || !username || !screenshotPath) {
 const TIMEOUT_MS = Number.parseInt(process.env.LOGIN_FLOW_TIMEOUT_MS || '30000', 10);
 const PASSWORD = process.env.LOGIN_PASSWORD || 'password';
 const gateway = new URL(gatewayArg);
-const startUrl = new URL('/', gateway).href;
+// The page to open: <gateway_url> itself (a bare origin opens `/`).
+const startUrl = gateway.href;
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1', gateway.hostname]);
 
 let browser;
