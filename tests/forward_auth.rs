@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use common::direct::{gateway_toml, login_via_start, port_candidates, start_idp, users, Direct};
-use common::gateway::{try_start_gateway, wait_for_readyz};
+use common::direct::{gateway_toml, port_candidates, start_idp, users, Direct};
+use common::gateway::wait_for_readyz;
 use common::idp::Idp;
 use common::login::{query_param, random_hex, Browser, Hop, NAVIGATION_ACCEPT, SESSION_COOKIE};
 use common::nginx::{nginx_available, Nginx};
-use common::{free_port, raw_request, wait_until, EchoUpstream, Gateway};
+use common::{raw_request, wait_until, EchoUpstream, Gateway};
 
 /// How the proxy in front describes the original request.
 #[derive(Debug, Clone, Copy)]
