@@ -657,6 +657,55 @@ mod tests {
         assert_eq!(send(&gw, post).await.0, StatusCode::NOT_FOUND);
     }
 
+    #[tokio::test]
+    async fn an_envoy_check_is_decided_for_the_described_request_never_proxied() {
+        let gw = gateway().await;
+        let check = |path: &str| {
+            request(
+                path,
+                &[("x-forwarded-user", "boss"), ("x_forwarded_email", "b@x")],
+            )
+        };
+        // A public route: 200 without identity and not the upstream's answer; forged
+        // identity listed for removal.
+        let conn = ClientConn::new("127.0.0.1".parse().unwrap(), false, true);
+        let resp = gw
+            .handle(check("/oauth2/ext_authz/public/a?q=1"), conn)
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let removals = resp.headers()[envoy::HEADERS_TO_REMOVE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty(), "{body:?}");
+        for name in [
+            "x-forwarded-user",
+            "x-forwarded-groups",
+            "x_forwarded_email",
+        ] {
+            assert!(
+                removals.split(',').any(|n| n == name),
+                "{name} in {removals}"
+            );
+        }
+        // Dot segments after the prefix belong to the described path: never a request
+        // for the path they resolve to.
+        let (status, body) = send(&gw, check("/oauth2/ext_authz/../public/x")).await;
+        assert!(!body.contains("path="), "proxied: {status} {body}");
+        // No route and no [oidc]: nobody can sign in.
+        assert_eq!(
+            send(&gw, check("/oauth2/ext_authz/elsewhere")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        // Only trusted proxies are answered.
+        let untrusted = ClientConn::new("192.0.2.1".parse().unwrap(), false, false);
+        let resp = gw
+            .handle(check("/oauth2/ext_authz/public/a"), untrusted)
+            .await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+
     #[test]
     fn own_endpoints_resolve_once_by_method_and_path() {
         use crate::endpoints::Endpoint;
