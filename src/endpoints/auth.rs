@@ -1,10 +1,13 @@
 //! `GET /oauth2/auth`: forward-auth for proxies teams already run (oauth2-proxy
-//! compatible). nginx `auth_request` sends `X-Original-URL`; Traefik `forwardAuth` sends
-//! `X-Forwarded-Host`, `X-Forwarded-Uri` and `X-Forwarded-Method`. The policy of the route
-//! matching that original request applies (the `[policy]` defaults when none matches, so it
-//! works without any upstream configured), with the same session refresh as proxied traffic.
-//! Answers: 202 with `X-Auth-Request-User/Email/Groups` (and, per `[forward_auth]`, the
-//! access token), 401 when not signed in, 403 when the policy denies.
+//! compatible). nginx `auth_request` sends `X-Original-URL`; Traefik `forwardAuth` and
+//! Caddy `forward_auth` send `X-Forwarded-Host`, `X-Forwarded-Uri` and `X-Forwarded-Method`.
+//! The policy of the route matching that original request applies (the `[policy]` defaults
+//! when none matches, so it works without any upstream configured), with the same session
+//! refresh as proxied traffic. Answers: 202 with `X-Auth-Request-User/Email/Groups` (and,
+//! per `[forward_auth]`, the access token), always all of them, empty when unset; 401 when
+//! not signed in (a 302 to log in for a navigation described by `X-Forwarded-Uri`, whose
+//! proxies relay it); 403 when the policy denies. An answer that would carry the access
+//! token is given only to `server.trusted_proxies`.
 //!
 //! The description is believed only from a peer in `server.trusted_proxies`: anyone else
 //! could claim a public path for a protected request (the class of oauth2-proxy
@@ -166,7 +169,7 @@ pub async fn handle(
         }
         if route.is_some_and(|r| policy::skips_auth(r, original.method.as_ref(), &canonical.path)) {
             let mut resp = accepted();
-            public_headers(cfg, req.headers(), resp.headers_mut());
+            blank_identity_headers(cfg, req.headers(), resp.headers_mut());
             return Ok(resp);
         }
     }
@@ -176,7 +179,7 @@ pub async fn handle(
     let resp = match policy::decide(policy, session.map(|s| Principal::Session(s))) {
         Decision::Allow(permit) => {
             let mut resp = accepted();
-            public_headers(cfg, req.headers(), resp.headers_mut());
+            blank_identity_headers(cfg, req.headers(), resp.headers_mut());
             permit.forward_auth_headers(cfg, resp.headers_mut());
             resp
         }
@@ -208,7 +211,7 @@ fn accepted() -> Response<Body> {
 /// copies the literal `{http.reverse_proxy.header.X-…}` text, caddy#6610). With
 /// `set_authorization`, a public answer gives back the client's own `Authorization`, which
 /// the reverse-proxy path lets through on public routes too.
-fn public_headers(cfg: &ForwardAuthConfig, request: &HeaderMap, out: &mut HeaderMap) {
+fn blank_identity_headers(cfg: &ForwardAuthConfig, request: &HeaderMap, out: &mut HeaderMap) {
     let empty = HeaderValue::from_static("");
     out.insert(id::X_AUTH_REQUEST_USER, empty.clone());
     out.insert(id::X_AUTH_REQUEST_EMAIL, empty.clone());
