@@ -167,9 +167,7 @@ impl Gateway {
         let routed = self.route_request(req, &uri, &info, &mut log);
         let result = match &info.span {
             None => routed.await,
-            Some(cx) => {
-                opentelemetry::context::FutureExt::with_context(routed, cx.clone()).await
-            }
+            Some(cx) => opentelemetry::context::FutureExt::with_context(routed, cx.clone()).await,
         };
         let mut resp = match result {
             Ok(resp) => resp,

@@ -290,8 +290,13 @@ impl ExportClient {
         let failed = !result.as_ref().is_ok_and(|r| r.status().is_success());
         if self.failing.swap(failed, Ordering::AcqRel) != failed {
             match &result {
-                Ok(resp) if failed => tracing::warn!(status = resp.status().as_u16(), "the OTLP collector refused spans; spans are dropped until it takes them"),
-                Err(e) => tracing::warn!(error = %e, "the OTLP collector cannot be reached; spans are dropped until it can"),
+                Ok(resp) if failed => tracing::warn!(
+                    status = resp.status().as_u16(),
+                    "the OTLP collector refused spans; spans are dropped until it takes them"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the OTLP collector cannot be reached; spans are dropped until it can")
+                }
                 Ok(_) => tracing::info!("the OTLP collector takes spans again"),
             }
         }
@@ -303,7 +308,13 @@ impl opentelemetry_http::HttpClient for ExportClient {
     fn send_bytes<'a, 'b>(
         &'a self,
         request: http::Request<Bytes>,
-    ) -> Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, opentelemetry_http::HttpError>> + Send + 'b>>
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<http::Response<Bytes>, opentelemetry_http::HttpError>>
+                + Send
+                + 'b,
+        >,
+    >
     where
         'a: 'b,
         Self: 'b,
@@ -318,7 +329,9 @@ mod tests {
 
     #[test]
     fn idp_urls_lose_their_query() {
-        let uri: Uri = "https://idp.test:8443/token?code=secret&x=1".parse().unwrap();
+        let uri: Uri = "https://idp.test:8443/token?code=secret&x=1"
+            .parse()
+            .unwrap();
         assert_eq!(without_query(&uri), "https://idp.test:8443/token");
         let relative: Uri = "/jwks?x".parse().unwrap();
         assert_eq!(without_query(&relative), "/jwks");

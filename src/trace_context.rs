@@ -339,7 +339,8 @@ mod tests {
 
     #[test]
     fn later_versions_are_read_by_their_first_four_fields() {
-        let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds";
+        let future =
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds";
         let parent = parse(future).expect("a later version parses");
         assert_eq!(parent.trace_id, parse(SPEC_EXAMPLE).unwrap().trace_id);
         // Exactly 55 characters is also fine for a later version.
@@ -401,9 +402,11 @@ mod tests {
 
     #[test]
     fn ids_are_distinct_and_never_zero() {
-        let ids: std::collections::HashSet<TraceId> = (0..10_000).map(|_| TraceId::random()).collect();
+        let ids: std::collections::HashSet<TraceId> =
+            (0..10_000).map(|_| TraceId::random()).collect();
         assert_eq!(ids.len(), 10_000);
-        let spans: std::collections::HashSet<SpanId> = (0..10_000).map(|_| SpanId::random()).collect();
+        let spans: std::collections::HashSet<SpanId> =
+            (0..10_000).map(|_| SpanId::random()).collect();
         assert_eq!(spans.len(), 10_000);
         assert!(!ids.contains(&TraceId([0; 16])) && !spans.contains(&SpanId([0; 8])));
     }

@@ -48,7 +48,8 @@ impl OidcClient {
         }
         let resp = request
             .request_async(&self.http.token_endpoint(IdpCall::Refresh))
-            .await.map_err(classify)?;
+            .await
+            .map_err(classify)?;
         Ok(Grant {
             access_token: Secret::new(resp.access_token().secret().clone()),
             access_expires_at: resp.expires_in().map(|d| now() + d.as_secs()),
