@@ -146,16 +146,14 @@ impl Spans {
             )),
             None => Context::new(),
         };
-        let span = self
-            .tracer
-            .span_builder(method.to_string())
-            .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.request.method", method.to_string()),
-                KeyValue::new("url.path", path.to_string()),
-                KeyValue::new("client.address", peer.to_string()),
-            ])
-            .start_with_context(&self.tracer, &parent);
+        let span = self.start(
+            method.to_string(),
+            SpanKind::Server,
+            method,
+            KeyValue::new("url.path", path.to_string()),
+            Some(KeyValue::new("client.address", peer.to_string())),
+            &parent,
+        );
         let trace = RequestTrace {
             trace_id: TraceId(span.span_context().trace_id().to_bytes()),
             span_id: SpanId(span.span_context().span_id().to_bytes()),
@@ -184,31 +182,50 @@ impl Spans {
     /// The upstream call's client span, a child of the request's span. Its id is the
     /// parent id the upstream's `traceparent` names.
     pub fn upstream(&self, request: &Context, method: &Method, url: String) -> CallSpan {
-        let span = self
-            .tracer
-            .span_builder(method.to_string())
-            .with_kind(SpanKind::Client)
-            .with_attributes([
-                KeyValue::new("http.request.method", method.to_string()),
-                KeyValue::new("url.full", url),
-            ])
-            .start_with_context(&self.tracer, request);
+        let url = KeyValue::new("url.full", url);
+        let span = self.start(
+            method.to_string(),
+            SpanKind::Client,
+            method,
+            url,
+            None,
+            request,
+        );
         CallSpan { span }
     }
 
     /// A call to the IdP, named by its kind: a child of the current request's span when a
     /// request made it, else the root of a trace of its own. The URL goes without its query.
     pub fn idp_call(&self, kind: &'static str, method: &Method, uri: &Uri) -> CallSpan {
-        let span = self
-            .tracer
-            .span_builder(kind)
-            .with_kind(SpanKind::Client)
-            .with_attributes([
-                KeyValue::new("http.request.method", method.to_string()),
-                KeyValue::new("url.full", without_query(uri)),
-            ])
-            .start_with_context(&self.tracer, &Context::current());
+        let url = KeyValue::new("url.full", without_query(uri));
+        let span = self.start(
+            kind,
+            SpanKind::Client,
+            method,
+            url,
+            None,
+            &Context::current(),
+        );
         CallSpan { span }
+    }
+
+    /// A span under `parent`: the method, where it went (`url.path` or `url.full`), and
+    /// one more attribute if given.
+    fn start(
+        &self,
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        kind: SpanKind,
+        method: &Method,
+        target: KeyValue,
+        more: Option<KeyValue>,
+        parent: &Context,
+    ) -> Span {
+        let method = KeyValue::new("http.request.method", method.to_string());
+        self.tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes([method, target].into_iter().chain(more))
+            .start_with_context(&self.tracer, parent)
     }
 }
 

@@ -102,6 +102,15 @@ async fn get_echo(gateway: &Gateway, path: &str, headers: &[(&str, &str)]) -> Ec
     Echoed::parse(&resp.body)
 }
 
+/// `GET path` through the gateway with `headers`; the `traceparent` the upstream got.
+async fn sent_trace(
+    gateway: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (String, String, String) {
+    upstream_trace(&get_echo(gateway, path, headers).await)
+}
+
 /// The access log's `"request"` line for `path`, waited for (lines reach the file from
 /// the background writer after the response).
 async fn access_line(gateway: &Gateway, path: &str) -> Value {
@@ -146,20 +155,20 @@ async fn an_incoming_traceparent_keeps_its_trace_id_under_a_new_parent_id() {
     );
 
     // The same client trace twice: two requests, two parent ids, one trace.
-    let again = get_echo(&gateway, "/kept-again", &[("traceparent", TRACEPARENT)]).await;
-    let (trace_again, parent_again, _) = upstream_trace(&again);
+    let (trace_again, parent_again, _) =
+        sent_trace(&gateway, "/kept-again", &[("traceparent", TRACEPARENT)]).await;
     assert_eq!(trace_again, TRACE_ID);
     assert_ne!(parent_again, parent_id);
 
     // An unsampled client trace stays unsampled.
     let unsampled = TRACEPARENT.replace("-01", "-00");
-    let echo = get_echo(&gateway, "/unsampled", &[("traceparent", &unsampled)]).await;
-    assert_eq!(upstream_trace(&echo).2, "00");
+    let (_, _, flags) = sent_trace(&gateway, "/unsampled", &[("traceparent", &unsampled)]).await;
+    assert_eq!(flags, "00");
 
     // A later version is read by its first four fields (W3C §4.3) and sent on as 00.
     let future = format!("{}-and-more", TRACEPARENT.replacen("00", "cc", 1));
-    let echo = get_echo(&gateway, "/future", &[("traceparent", &future)]).await;
-    assert_eq!(upstream_trace(&echo).0, TRACE_ID);
+    let (trace_id, _, _) = sent_trace(&gateway, "/future", &[("traceparent", &future)]).await;
+    assert_eq!(trace_id, TRACE_ID);
 }
 
 #[tokio::test]
@@ -198,18 +207,12 @@ async fn a_missing_or_malformed_traceparent_starts_a_new_trace() {
     }
 
     // Two traceparent headers could be read two ways: neither is continued.
-    let echo = get_echo(
-        &gateway,
-        "/two",
-        &[("traceparent", TRACEPARENT), ("traceparent", TRACEPARENT)],
-    )
-    .await;
-    let (trace_id, _, _) = upstream_trace(&echo);
-    assert_ne!(trace_id, TRACE_ID);
+    let two = [("traceparent", TRACEPARENT), ("traceparent", TRACEPARENT)];
+    assert_ne!(sent_trace(&gateway, "/two", &two).await.0, TRACE_ID);
 
     // No traceparent at all: two requests, two new traces.
-    let first = upstream_trace(&get_echo(&gateway, "/none/1", &[]).await).0;
-    let second = upstream_trace(&get_echo(&gateway, "/none/2", &[]).await).0;
+    let first = sent_trace(&gateway, "/none/1", &[]).await.0;
+    let second = sent_trace(&gateway, "/none/2", &[]).await.0;
     assert_ne!(
         first, second,
         "two requests without a trace got the same trace id"
@@ -222,13 +225,12 @@ async fn the_access_line_carries_the_trace_id_that_went_upstream() {
     let upstream = EchoUpstream::start().await;
     let gateway = Gateway::start(&public_config(&upstream, "")).await;
 
-    let fresh = get_echo(&gateway, "/logged/fresh", &[]).await;
-    let (fresh_trace, _, _) = upstream_trace(&fresh);
+    let (fresh_trace, _, _) = sent_trace(&gateway, "/logged/fresh", &[]).await;
     let line = access_line(&gateway, "/logged/fresh").await;
     assert_eq!(line["trace_id"], fresh_trace.as_str(), "{line}");
 
-    let kept = get_echo(&gateway, "/logged/kept", &[("traceparent", TRACEPARENT)]).await;
-    assert_eq!(upstream_trace(&kept).0, TRACE_ID);
+    let kept = sent_trace(&gateway, "/logged/kept", &[("traceparent", TRACEPARENT)]).await;
+    assert_eq!(kept.0, TRACE_ID);
     let line = access_line(&gateway, "/logged/kept").await;
     assert_eq!(line["trace_id"], TRACE_ID, "{line}");
 }
@@ -247,16 +249,11 @@ async fn without_telemetry_nothing_is_exported_and_traceparent_still_goes_upstre
         .start()
         .await;
     for i in 0..3 {
-        let echo = get_echo(
-            &gateway,
-            &format!("/off/{i}"),
-            &[("traceparent", TRACEPARENT)],
-        )
-        .await;
-        assert_eq!(upstream_trace(&echo).0, TRACE_ID);
+        let path = format!("/off/{i}");
+        let kept = sent_trace(&gateway, &path, &[("traceparent", TRACEPARENT)]).await;
+        assert_eq!(kept.0, TRACE_ID);
     }
-    let echo = get_echo(&gateway, "/off/fresh", &[]).await;
-    upstream_trace(&echo);
+    sent_trace(&gateway, "/off/fresh", &[]).await;
     // Shutting down flushes whatever span export holds: with it off, nothing.
     let status = gateway.stop().await;
     assert!(status.success(), "{status:?}\n{}", gateway.log_text());

@@ -5,25 +5,21 @@
 //! `service.name`. It records every request, whatever its path, so a test can also show
 //! that nothing arrived.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use portcullis::body::Body;
 use prost::Message;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use super::wait_until;
 
@@ -69,11 +65,10 @@ struct State {
     spans: Mutex<Vec<ReceivedSpan>>,
 }
 
-/// The in-process collector. Dropping it stops accepting connections.
+/// The in-process collector, serving until the test's runtime ends.
 pub struct OtlpReceiver {
     addr: SocketAddr,
     state: Arc<State>,
-    accept_task: JoinHandle<()>,
 }
 
 impl OtlpReceiver {
@@ -83,29 +78,12 @@ impl OtlpReceiver {
             .expect("bind the OTLP receiver");
         let addr = listener.local_addr().expect("receiver local_addr");
         let state = Arc::new(State::default());
-        let accept_state = state.clone();
-        let accept_task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = accept_state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(receive(&state, req).await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
+        let served = state.clone();
+        portcullis::server::spawn_plain(listener, move |req| {
+            let state = served.clone();
+            async move { receive(&state, req).await }
         });
-        OtlpReceiver {
-            addr,
-            state,
-            accept_task,
-        }
+        OtlpReceiver { addr, state }
     }
 
     /// The base endpoint, as `[telemetry] otlp_endpoint` takes it.
@@ -137,13 +115,7 @@ impl OtlpReceiver {
     }
 }
 
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-    }
-}
-
-async fn receive(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn receive(state: &State, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     state.posts.lock().unwrap().push(Post {
         method: parts.method.to_string(),
@@ -200,11 +172,11 @@ async fn receive(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
     )
 }
 
-fn answer(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+fn answer(status: StatusCode, body: Bytes) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-        .body(Full::new(body))
+        .body(portcullis::body::full(body))
         .unwrap()
 }
 
