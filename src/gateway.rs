@@ -16,6 +16,7 @@ use crate::envoy;
 use crate::errors::{Error, Kind};
 use crate::http_client::HttpClient;
 use crate::metrics::RouteMetrics;
+use crate::otel::Spans;
 use crate::path;
 use crate::policy::{self, Decision, Permit, Principal};
 use crate::proxy::headers::{self, ClientHeaderRules};
@@ -23,6 +24,7 @@ use crate::proxy::{ForwardContext, Upstream};
 use crate::request::{ClientConn, RequestInfo};
 use crate::response;
 use crate::routes::{Route, RouteTable};
+use crate::trace_context::{self, RequestTrace};
 
 pub struct Gateway {
     routes: Arc<RouteTable>,
@@ -41,6 +43,8 @@ pub struct Gateway {
     /// Counters for requests that are not routed: own endpoints, 404s.
     own_metrics: RouteMetrics,
     unrouted_metrics: RouteMetrics,
+    /// Span export (`[telemetry] otlp_endpoint`); `None`: no spans, only `traceparent`.
+    spans: Option<&'static Spans>,
 }
 
 /// What the access log line and the metrics need to know about the request's fate.
@@ -77,6 +81,7 @@ impl Gateway {
             metrics_here: server.metrics_listen.is_none(),
             own_metrics: crate::metrics::get().route("gateway"),
             unrouted_metrics: crate::metrics::get().route("none"),
+            spans: crate::otel::spans(),
         }
     }
 
@@ -102,6 +107,7 @@ impl Gateway {
             metrics_here: self.metrics_here,
             own_metrics: self.own_metrics.clone(),
             unrouted_metrics: self.unrouted_metrics.clone(),
+            spans: self.spans,
         }
     }
 
@@ -142,12 +148,29 @@ impl Gateway {
             metrics: &self.unrouted_metrics,
             user: None,
         };
+        // The W3C trace: the client's kept, or a new one. With span export, the request's
+        // span too, made current for everything the request path does (IdP calls).
+        let incoming = trace_context::incoming(req.headers());
+        let (trace, span) = match self.spans {
+            None => (RequestTrace::begin(incoming), None),
+            Some(spans) => {
+                let (trace, cx) = spans.request(incoming, &method, uri.path(), conn.peer);
+                (trace, Some(cx))
+            }
+        };
         let info = RequestInfo {
             request_id: request_id.to_str().unwrap_or(""),
             request_id_header: &request_id,
             conn,
+            trace,
+            span,
         };
-        let mut resp = match self.route_request(req, &uri, &info, &mut log).await {
+        let routed = self.route_request(req, &uri, &info, &mut log);
+        let result = match &info.span {
+            None => routed.await,
+            Some(cx) => opentelemetry::context::FutureExt::with_context(routed, cx.clone()).await,
+        };
+        let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => response::error(&e, info.request_id, wants_html),
         };
@@ -160,9 +183,13 @@ impl Gateway {
             status,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             request_id = info.request_id,
+            trace_id = %info.trace.trace_id,
             user = log.user.as_deref(),
             "request"
         );
+        if let (Some(spans), Some(cx)) = (self.spans, &info.span) {
+            spans.end_request(cx, status, log.route);
+        }
         resp.headers_mut()
             .insert(headers::X_REQUEST_ID, info.request_id_header.clone());
         resp
@@ -249,7 +276,8 @@ impl Gateway {
         Ok(())
     }
 
-    /// Step 7: to the route's upstream, timed for the metrics.
+    /// Step 7: to the route's upstream, timed for the metrics (and in a span of its own
+    /// when spans are exported: then the upstream's `traceparent` names that span).
     async fn forward(
         &self,
         req: Request<Body>,
@@ -258,6 +286,18 @@ impl Gateway {
         path: &str,
         info: &RequestInfo<'_>,
     ) -> Result<Response<Body>, Error> {
+        let span = match (self.spans, &info.span) {
+            (Some(spans), Some(cx)) => {
+                let target = &route.upstream;
+                let url = format!(
+                    "{}://{}{}{path}",
+                    target.scheme, target.authority, target.base_path
+                );
+                Some(spans.upstream(cx, req.method(), url))
+            }
+            _ => None,
+        };
+        let trace = span.as_ref().map_or(info.trace, |s| s.trace(info.trace));
         let sent = Instant::now();
         let result = self
             .upstream
@@ -269,12 +309,16 @@ impl Gateway {
                     canonical_path: path,
                     conn: &info.conn,
                     request_id: info.request_id_header,
+                    trace,
                     trust_forwarded: self.trust_forwarded && info.conn.trusted,
                     client_headers: &self.client_headers,
                 },
             )
             .await;
         route.metrics.observe_upstream(sent.elapsed());
+        if let Some(span) = span {
+            span.end(result.as_ref().map(|r| r.status().as_u16()));
+        }
         result
     }
 }

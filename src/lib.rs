@@ -19,6 +19,7 @@ pub mod identity_headers;
 pub mod metrics;
 pub mod net;
 pub mod oidc;
+pub mod otel;
 pub mod path;
 pub mod policy;
 pub mod proxy;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod tls;
+pub mod trace_context;
 
 use std::sync::Arc;
 

@@ -152,6 +152,14 @@ fn run(args: RunArgs) -> ExitCode {
     };
     // Held to the end: the log writer is a background thread (telemetry.rs).
     let log = portcullis::telemetry::init(&config.log);
+    // Likewise the span exporter ([telemetry] otlp_endpoint; nothing when unset).
+    let spans = match portcullis::otel::init(&config.telemetry, &config.server) {
+        Ok(spans) => spans,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match background_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -165,9 +173,11 @@ fn run(args: RunArgs) -> ExitCode {
         Config::load(&reload_args.config, &overrides)
     });
     let result = runtime.block_on(portcullis::run(config, Some(reload)));
-    // After SIGTERM's drain (or a start-up error): stop the runtime's tasks, then write out
-    // the queued log lines, so they reach stderr before the exit message and the exit.
+    // After SIGTERM's drain (or a start-up error): stop the runtime's tasks, post the
+    // spans still queued, then write out the queued log lines, so they reach stderr before
+    // the exit message and the exit.
     drop(runtime);
+    drop(spans);
     drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,

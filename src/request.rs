@@ -1,10 +1,12 @@
 //! What the gateway knows about a request besides the request itself: the connection it
-//! came on and its id. A leaf, so the request path, the endpoints and the proxy can share
-//! it without pointing at each other.
+//! came on, its id and its trace. A leaf, so the request path, the endpoints and the proxy
+//! can share it without pointing at each other.
 
 use std::net::IpAddr;
 
 use http::HeaderValue;
+
+use crate::trace_context::RequestTrace;
 
 /// Per-request facts shared with the endpoints.
 pub struct RequestInfo<'a> {
@@ -12,6 +14,11 @@ pub struct RequestInfo<'a> {
     /// The same id as a header value, for the upstream request.
     pub request_id_header: &'a HeaderValue,
     pub conn: ClientConn,
+    /// The W3C trace the request belongs to: what goes upstream and into the access log.
+    pub trace: RequestTrace,
+    /// The request's span, when spans are exported (`[telemetry] otlp_endpoint`); `None`
+    /// otherwise, and then no OpenTelemetry context exists for the request at all.
+    pub span: Option<opentelemetry::Context>,
 }
 
 /// What the gateway knows about the client connection, with the header values derived

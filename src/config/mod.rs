@@ -18,6 +18,7 @@ mod route;
 mod server;
 mod session;
 mod show;
+mod telemetry;
 
 use std::path::Path;
 
@@ -31,6 +32,7 @@ pub use policy::PolicyConfig;
 pub use route::RouteConfig;
 pub use server::{ServerConfig, TlsFiles};
 pub use session::{RedisConfig, RedisMode, SessionConfig, StoreConfig};
+pub use telemetry::TelemetryConfig;
 
 /// A configuration problem: which key, and why. Printed as `key: reason`.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,8 @@ pub struct Config {
     /// no route.
     pub policy: PolicyConfig,
     pub forward_auth: ForwardAuthConfig,
+    /// Span export (OTLP/HTTP); off unless `otlp_endpoint` is set.
+    pub telemetry: TelemetryConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,6 +129,7 @@ struct Sections {
     log: Option<LogConfig>,
     policy: Option<policy::RawPolicy>,
     forward_auth: Option<ForwardAuthConfig>,
+    telemetry: Option<TelemetryConfig>,
     oidc: Option<OidcConfig>,
     session: Option<SessionConfig>,
     routes: Vec<route::CheckedRoute>,
@@ -142,6 +147,7 @@ impl Sections {
                 "log" => s.log = Some(log::read(Some(value), cli)?),
                 "policy" => s.policy = Some(policy::read(value)?),
                 "forward_auth" => s.forward_auth = Some(forward_auth::read(Some(value))?),
+                "telemetry" => s.telemetry = Some(telemetry::read(Some(value))?),
                 "oidc" => s.oidc = Some(oidc::read(value)?),
                 "session" => s.session = Some(session::read(value)?),
                 "route" => s.routes = route::read_all(value)?,
@@ -175,6 +181,10 @@ impl Sections {
             log,
             policy,
             forward_auth: self.forward_auth.unwrap_or_default(),
+            telemetry: match self.telemetry {
+                Some(telemetry) => telemetry,
+                None => telemetry::read(None)?,
+            },
             oidc,
             session: self.session,
             routes,

@@ -110,6 +110,10 @@ allow_claims = { department = ["eng", "ops"] }
 [forward_auth]
 pass_access_token = true
 
+[telemetry]
+otlp_endpoint = "http://127.0.0.1:4318/"
+service_name = "gw-test"
+
 [oidc]
 issuer = "https://id.example.com/realms/x"
 client_id = "gw"
@@ -189,6 +193,9 @@ public = true
             "methods = [\"GET\", \"OPTIONS\"]",
             "token_endpoint_auth_method = \"client_secret_post\"",
             "format = \"json\"",
+            "[telemetry]",
+            "otlp_endpoint = \"http://127.0.0.1:4318/\"",
+            "service_name = \"gw-test\"",
             "[[route]]",
         ] {
             assert!(shown.lines().any(|l| l == line), "no `{line}` in\n{shown}");

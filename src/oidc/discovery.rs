@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use url::Url;
 
-use super::http::IdpHttp;
+use super::http::{IdpCall, IdpHttp};
 use crate::errors::{Error, Kind};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,7 +44,7 @@ pub async fn discover(http: &IdpHttp, issuer: &Url) -> Result<Metadata, Error> {
     let url = Url::parse(&format!("{issuer_text}/.well-known/openid-configuration"))
         .map_err(|e| Error::with_source(Kind::Idp("bad issuer URL"), e))?;
     let meta: Metadata = http
-        .get_json(&url, "discovery", "OIDC discovery failed")
+        .get_json(&url, IdpCall::Discovery, "OIDC discovery failed")
         .await?;
     if meta.issuer.trim_end_matches('/') != issuer_text {
         return Err(Error::with_source(

@@ -21,7 +21,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use url::Url;
 
-use super::http::IdpHttp;
+use super::http::{IdpCall, IdpHttp};
 use crate::errors::{Error, Kind};
 
 /// At most one fetch per this interval, however many unknown kids arrive.
@@ -156,7 +156,7 @@ impl Jwks {
 
 async fn fetch(http: &IdpHttp, uri: &Url) -> Result<KeySet, Error> {
     let (keys, headers): (JwkSet, _) = http
-        .get_json_with_headers(uri, "jwks", "fetching the JWKS failed")
+        .get_json_with_headers(uri, IdpCall::Jwks, "fetching the JWKS failed")
         .await?;
     Ok(KeySet {
         keys,

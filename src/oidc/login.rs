@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::claims::Profile;
+use super::http::IdpCall;
 use super::id_token::{self, Expectations};
 use super::token_error::{classify, TokenFailure};
 use super::OidcClient;
@@ -104,7 +105,7 @@ impl PendingLogin {
             request = request.add_extra_param(name, value);
         }
         let resp = request
-            .request_async(&client.http)
+            .request_async(&client.http.token_endpoint(IdpCall::Token))
             .await
             .map_err(|e| match classify(e) {
                 TokenFailure::ClientRefused(why) => {

@@ -6,6 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
+use super::http::IdpCall;
 use super::{ClientAuth, OidcClient};
 use crate::errors::{Error, Kind};
 use crate::secret::Secret;
@@ -61,7 +62,7 @@ impl OidcClient {
                 return;
             }
         };
-        match self.http.send(request, "revocation").await {
+        match self.http.send(request, IdpCall::Revocation).await {
             Ok(resp) if resp.status().is_success() => {
                 tracing::debug!("refresh token revoked at the IdP");
             }

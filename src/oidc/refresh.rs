@@ -5,6 +5,7 @@
 use oauth2::{RefreshToken, TokenResponse as _};
 
 use super::claims::Profile;
+use super::http::IdpCall;
 use super::id_token::{self, Expectations};
 use super::token_error::{classify, TokenFailure};
 use super::OidcClient;
@@ -45,7 +46,10 @@ impl OidcClient {
         for (name, value) in auth {
             request = request.add_extra_param(name, value);
         }
-        let resp = request.request_async(&self.http).await.map_err(classify)?;
+        let resp = request
+            .request_async(&self.http.token_endpoint(IdpCall::Refresh))
+            .await
+            .map_err(classify)?;
         Ok(Grant {
             access_token: Secret::new(resp.access_token().secret().clone()),
             access_expires_at: resp.expires_in().map(|d| now() + d.as_secs()),

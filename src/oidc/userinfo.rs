@@ -10,6 +10,7 @@
 use http::header::{self, HeaderValue};
 use serde_json::{Map, Value};
 
+use super::http::IdpCall;
 use super::id_token::allowed_algorithms;
 use super::OidcClient;
 use crate::config::UserinfoMode;
@@ -55,7 +56,7 @@ impl OidcClient {
             .header(header::AUTHORIZATION, bearer)
             .body(crate::body::empty())
             .map_err(failed)?;
-        let resp = self.http.send(req, "userinfo").await?;
+        let resp = self.http.send(req, IdpCall::Userinfo).await?;
         if !resp.status().is_success() {
             // RFC 6750 §3: the reason is in WWW-Authenticate (error="invalid_token", ...).
             let challenge = resp

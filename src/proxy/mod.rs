@@ -15,6 +15,7 @@ use crate::http_client::HttpClient;
 use crate::policy::Permit;
 use crate::request::ClientConn;
 use crate::routes::Route;
+use crate::trace_context::RequestTrace;
 use headers::ClientHeaderRules;
 
 /// The proxy: forwards authorized requests over the shared pooled client.
@@ -30,6 +31,9 @@ pub struct ForwardContext<'a> {
     pub canonical_path: &'a str,
     pub conn: &'a ClientConn,
     pub request_id: &'a HeaderValue,
+    /// The trace the upstream continues: its `traceparent` (and the client's `tracestate`
+    /// when the client's `traceparent` was kept).
+    pub trace: RequestTrace,
     /// Keep the client's `X-Forwarded-*`/`Forwarded` (configured, and the peer is a
     /// trusted proxy).
     pub trust_forwarded: bool,
@@ -85,6 +89,7 @@ impl Upstream {
         permit.apply(h);
         headers::set_forwarded(h, ctx.conn, client_host.as_ref(), ctx.trust_forwarded);
         h.insert(headers::X_REQUEST_ID, ctx.request_id.clone());
+        ctx.trace.set_headers(h);
         let host = match (ctx.route.preserve_host, client_host) {
             (true, Some(original)) => original,
             _ => target.host_header.clone(),

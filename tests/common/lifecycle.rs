@@ -35,6 +35,8 @@ pub struct GatewaySettings {
     pub refresh_before: String,
     pub sign_out_requires_post: bool,
     pub api_audience: String,
+    /// More TOML appended to the config (e.g. a `[telemetry]` section).
+    pub extra_toml: String,
 }
 
 impl Default for GatewaySettings {
@@ -48,6 +50,7 @@ impl Default for GatewaySettings {
             refresh_before: "60s".to_string(),
             sign_out_requires_post: false,
             api_audience: DEFAULT_API_RESOURCE.to_string(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -97,7 +100,8 @@ accept_bearer = true
 [[route]]
 path = "/"
 upstream = "{upstream}"
-"#,
+
+{extra}"#,
         client_id = s.client_id,
         client_secret = s.client_secret,
         api_audience = s.api_audience,
@@ -106,6 +110,7 @@ upstream = "{upstream}"
         absolute = s.absolute_timeout,
         refresh_before = s.refresh_before,
         post = s.sign_out_requires_post,
+        extra = s.extra_toml,
     )
 }
 

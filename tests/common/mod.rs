@@ -12,6 +12,8 @@
 //!   readiness line on stdout.
 //! - [`http`] has a reqwest client factory and a raw HTTP/1.1 client that sends the
 //!   request-target byte for byte (reqwest/url would normalize `/a/../b` before sending).
+//! - [`otlp::OtlpReceiver`] is an in-process OTLP/HTTP collector that decodes the spans
+//!   the gateway exports.
 //! - [`tls`] generates self-signed certificates with rcgen.
 //! - [`redis`] starts real `redis-server` / `redis-sentinel` processes (standalone, a
 //!   3-master cluster, a sentinel setup), kills and restarts them, dumps every key.
@@ -29,6 +31,7 @@ pub mod lifecycle;
 pub mod login;
 pub mod mock_idp;
 pub mod nginx;
+pub mod otlp;
 pub mod process;
 pub mod redis;
 pub mod security;
