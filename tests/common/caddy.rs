@@ -10,9 +10,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
+
+use super::process::{wait_for_listener, Listening};
 
 pub const CADDY_BIN: &str = "/usr/bin/caddy";
 
@@ -63,23 +65,17 @@ impl Caddy {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {CADDY_BIN}: {e}"));
         let mut caddy = Caddy { child, addr, dir };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = caddy.child.try_wait().expect("try_wait caddy") {
-                return Err(format!(
-                    "caddy exited with {status} before listening\n{}",
-                    caddy.log()
-                ));
-            }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(caddy);
-            }
-            if Instant::now() >= deadline {
+        match wait_for_listener(&mut caddy.child, addr, READY_TIMEOUT).await {
+            Listening::Yes => Ok(caddy),
+            Listening::Exited(status) => Err(format!(
+                "caddy exited with {status} before listening\n{}",
+                caddy.log()
+            )),
+            Listening::TimedOut => {
                 let log = caddy.log();
                 drop(caddy);
                 panic!("caddy did not listen on {addr} within {READY_TIMEOUT:?}\n{log}");
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 

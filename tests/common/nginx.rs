@@ -15,9 +15,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
+
+use super::process::{wait_for_listener, Listening};
 
 /// The Debian package's binary (`apt-get install nginx`; `.ci/run` installs it).
 pub const NGINX_BIN: &str = "/usr/sbin/nginx";
@@ -99,23 +101,17 @@ http {{
             .unwrap_or_else(|e| panic!("spawn {NGINX_BIN}: {e}"));
         let mut nginx = Nginx { child, addr, dir };
 
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = nginx.child.try_wait().expect("try_wait nginx") {
-                return Err(format!(
-                    "nginx exited with {status} before listening\nconfig:\n{config}\n----- logs -----\n{}",
-                    nginx.logs()
-                ));
-            }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(nginx);
-            }
-            if Instant::now() >= deadline {
+        match wait_for_listener(&mut nginx.child, addr, READY_TIMEOUT).await {
+            Listening::Yes => Ok(nginx),
+            Listening::Exited(status) => Err(format!(
+                "nginx exited with {status} before listening\nconfig:\n{config}\n----- logs -----\n{}",
+                nginx.logs()
+            )),
+            Listening::TimedOut => {
                 let logs = nginx.logs();
                 drop(nginx);
                 panic!("nginx did not listen on {addr} within {READY_TIMEOUT:?}\n{logs}");
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 

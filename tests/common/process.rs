@@ -156,3 +156,32 @@ pub async fn try_spawn_and_wait_for_line(
         )),
     }
 }
+
+/// How a child server's start ended.
+pub enum Listening {
+    Yes,
+    /// It exited first (e.g. its port was taken).
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// Waits (bounded) until `addr` accepts connections or `child` exits.
+pub async fn wait_for_listener(
+    child: &mut Child,
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Listening {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Listening::Exited(status);
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Listening::Yes;
+        }
+        if Instant::now() >= deadline {
+            return Listening::TimedOut;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
